@@ -1,0 +1,463 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/wormgate/wormgate/enforcer/nftest"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// wormgateBinary builds the real binary once per test run: the end-to-end
+// tests run it as an operator would, in its own namespace.
+func wormgateBinary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "wormgate-e2e-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "wormgate")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %w\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binPath != "" {
+		os.RemoveAll(filepath.Dir(binPath))
+	}
+	os.Exit(code)
+}
+
+// daemon is a `wormgate serve` process running in a namespace.
+type daemon struct {
+	ns     *nftest.NS
+	cmd    *exec.Cmd
+	log    *bytes.Buffer
+	logMu  *sync.Mutex
+	done   chan struct{}
+	client *http.Client
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+func startDaemon(t testing.TB, ns *nftest.NS, args ...string) *daemon {
+	t.Helper()
+	bin := wormgateBinary(t)
+	d := &daemon{ns: ns, log: &bytes.Buffer{}, logMu: &sync.Mutex{}, done: make(chan struct{})}
+	d.cmd = ns.Command(context.Background(), bin, append([]string{"serve"}, args...)...)
+	d.cmd.Stdout = lockedWriter{d.logMu, d.log}
+	d.cmd.Stderr = lockedWriter{d.logMu, d.log}
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = d.cmd.Wait(); close(d.done) }()
+	t.Cleanup(func() {
+		select {
+		case <-d.done:
+		default:
+			_ = d.cmd.Process.Kill()
+			<-d.done
+		}
+		if t.Failed() {
+			t.Logf("wormgate log:\n%s", d.logText())
+		}
+	})
+	d.client = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: ns.Dial}}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := d.client.Get("http://127.0.0.1:9514/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return d
+			}
+		}
+		select {
+		case <-d.done:
+			t.Fatalf("wormgate exited during start-up: %v\n%s", d.cmd.ProcessState, d.logText())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("wormgate not healthy after 10s: %v\n%s", err, d.logText())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (d *daemon) logText() string {
+	d.logMu.Lock()
+	defer d.logMu.Unlock()
+	return d.log.String()
+}
+
+func (d *daemon) alive() bool {
+	select {
+	case <-d.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// counters reads the flattened wormgate_ metrics from /api/v1/status.
+func (d *daemon) counters(t *testing.T) map[string]float64 {
+	t.Helper()
+	resp, err := d.client.Get("http://127.0.0.1:9514/api/v1/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Counters map[string]float64 `json:"counters"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Counters
+}
+
+// kernelSet lists the addresses in one of the table's sets, read with the
+// nft tool, independently of wormgate's own code.
+func kernelSet(t *testing.T, ns *nftest.NS, set string) []string {
+	t.Helper()
+	out, err := ns.Command(context.Background(), "nft", "-j", "list", "set", "inet", "wormgate", set).Output()
+	if err != nil {
+		t.Fatalf("nft list set %s: %v", set, err)
+	}
+	var doc struct {
+		Nftables []struct {
+			Set *struct {
+				Elem []json.RawMessage `json:"elem"`
+			} `json:"set"`
+		} `json:"nftables"`
+	}
+	if err := json.Unmarshal(out, &doc); err != nil {
+		t.Fatalf("nft json: %v\n%s", err, out)
+	}
+	var addrs []string
+	for _, o := range doc.Nftables {
+		if o.Set == nil {
+			continue
+		}
+		for _, raw := range o.Set.Elem {
+			var s string
+			if json.Unmarshal(raw, &s) == nil {
+				addrs = append(addrs, s)
+				continue
+			}
+			var e struct {
+				Elem struct {
+					Val string `json:"val"`
+				} `json:"elem"`
+			}
+			if err := json.Unmarshal(raw, &e); err != nil {
+				t.Fatalf("nft element %s: %v", raw, err)
+			}
+			addrs = append(addrs, e.Elem.Val)
+		}
+	}
+	slices.Sort(addrs)
+	return addrs
+}
+
+func kernelAddrs(t *testing.T, ns *nftest.NS) []string {
+	return append(kernelSet(t, ns, "blocked4"), kernelSet(t, ns, "blocked6")...)
+}
+
+// waitKernel polls until every address in want is in the kernel sets.
+func waitKernel(t *testing.T, ns *nftest.NS, want ...string) []string {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := kernelAddrs(t, ns)
+		missing := slices.DeleteFunc(slices.Clone(want), func(a string) bool { return slices.Contains(got, a) })
+		if len(missing) == 0 {
+			return got
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not in the kernel after 5s: %v (have %v)", missing, got)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// rejectPair is what smtpd and cleanup log for one rejected worm mail.
+func rejectPair(qid, client string) [2]string {
+	return [2]string{
+		fmt.Sprintf("%s: client=unknown[%s]", qid, client),
+		fmt.Sprintf("%s: reject: header Subject: Re: Details from unknown[%s]; from=<a@worm.example> to=<postmaster@mx.example.test> proto=ESMTP helo=<vm>: 5.7.1 Rejected, probably sent by a W32.HLLW.Mankx virus", qid, client),
+	}
+}
+
+// traditional formats a line as rsyslog's RSYSLOG_TraditionalForwardFormat.
+func traditional(prog string, pid int, text string) string {
+	return fmt.Sprintf("<22>%s mx1 %s[%d]: %s", time.Now().Format(time.Stamp), prog, pid, text)
+}
+
+// rfc5424 formats a line as RSYSLOG_SyslogProtocol23Format with
+// permitSlashInProgramName.
+func rfc5424(prog string, pid int, text string) string {
+	// rsyslog writes microseconds; RFC 5424 allows no more than six digits.
+	return fmt.Sprintf("<22>1 %s mx1 %s %d - - %s", time.Now().Format("2006-01-02T15:04:05.000000Z07:00"), prog, pid, text)
+}
+
+func pairLines(format func(string, int, string) string, qid, client string) []string {
+	p := rejectPair(qid, client)
+	return []string{format("postfix/smtpd", 5320, p[0]), format("postfix/cleanup", 5325, p[1])}
+}
+
+func sendTCP(t *testing.T, ns *nftest.NS, addr string, payload []byte) {
+	t.Helper()
+	c, err := ns.Dial(t.Context(), "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write(payload); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func lfFrames(lines []string) []byte {
+	var b bytes.Buffer
+	for _, l := range lines {
+		b.WriteString(l)
+		b.WriteByte('\n')
+	}
+	return b.Bytes()
+}
+
+func octetFrames(lines []string) []byte {
+	var b bytes.Buffer
+	for _, l := range lines {
+		fmt.Fprintf(&b, "%d %s", len(l), l)
+	}
+	return b.Bytes()
+}
+
+func sendUDP(t *testing.T, ns *nftest.NS, addr string, datagrams ...string) {
+	t.Helper()
+	c, err := ns.Dial(t.Context(), "udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, d := range datagrams {
+		if _, err := c.Write([]byte(d)); err != nil {
+			t.Fatal(err)
+		}
+		// The matcher needs client= before the cleanup line; UDP has no
+		// order guarantee across sockets, but one socket on loopback keeps it.
+	}
+}
+
+// sampleLines turns the sample file (as rsyslog writes it to disk) into
+// the default forwarding template's wire form.
+func sampleLines(t *testing.T) []string {
+	t.Helper()
+	f, err := os.Open("testdata/postfix-3.7-rsyslog-file.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		ts, rest, ok := strings.Cut(sc.Text(), " ")
+		if !ok {
+			continue
+		}
+		tm, err := time.Parse(time.RFC3339Nano, ts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, "<22>"+tm.Format(time.Stamp)+" "+rest)
+	}
+	if len(out) == 0 {
+		t.Fatal("empty sample")
+	}
+	return out
+}
+
+func TestServeEndToEnd(t *testing.T) {
+	nftest.Require(t, "ip", "nft")
+	gw := nftest.NewNS(t)
+	outside := nftest.NewNS(t)
+	nftest.Link(t,
+		gw, []netip.Prefix{netip.MustParsePrefix("192.0.2.1/24"), netip.MustParsePrefix("2001:db8::1/64")},
+		outside, []netip.Prefix{netip.MustParsePrefix("192.0.2.66/24"), netip.MustParsePrefix("2001:db8::66/64")})
+
+	// The embedded default: syslog on :514, HTTP on 127.0.0.1:9514.
+	d := startDaemon(t, gw)
+	const syslogAddr = "127.0.0.1:514"
+
+	t.Run("tcp traditional", func(t *testing.T) {
+		sendTCP(t, gw, syslogAddr, lfFrames(pairLines(traditional, "AB10000001", "203.0.113.10")))
+		waitKernel(t, gw, "203.0.113.10")
+	})
+	t.Run("udp traditional", func(t *testing.T) {
+		sendUDP(t, gw, syslogAddr, pairLines(traditional, "AB10000002", "203.0.113.11")...)
+		waitKernel(t, gw, "203.0.113.11")
+	})
+	t.Run("tcp rfc5424 octet-counted", func(t *testing.T) {
+		sendTCP(t, gw, syslogAddr, octetFrames(pairLines(rfc5424, "AB10000003", "203.0.113.12")))
+		waitKernel(t, gw, "203.0.113.12")
+	})
+	t.Run("udp rfc5424 ipv6 sender and client", func(t *testing.T) {
+		sendUDP(t, gw, "[::1]:514", pairLines(rfc5424, "AB10000004", "2001:db8:1::13")...)
+		waitKernel(t, gw, "2001:db8:1::13")
+	})
+	t.Run("sample decoys", func(t *testing.T) {
+		sendTCP(t, gw, syslogAddr, lfFrames(sampleLines(t)))
+		got := waitKernel(t, gw, "203.0.113.66", "2001:db8:66::66")
+		for _, a := range got {
+			if strings.HasPrefix(a, "192.0.2.") {
+				t.Errorf("decoy %s blocked", a)
+			}
+		}
+	})
+	t.Run("forged sender outside allowed_senders", func(t *testing.T) {
+		before := d.counters(t)
+		sendUDP(t, outside, "192.0.2.1:514", pairLines(traditional, "AB10000005", "203.0.113.77")...)
+		sendTCP(t, outside, "192.0.2.1:514", lfFrames(pairLines(traditional, "AB10000006", "203.0.113.77")))
+		// An allowed pair sent afterwards on each transport shows that
+		// the forged ones had their chance to be processed.
+		sendUDP(t, gw, syslogAddr, pairLines(traditional, "AB10000007", "203.0.113.78")...)
+		sendTCP(t, gw, syslogAddr, lfFrames(pairLines(traditional, "AB10000008", "203.0.113.79")))
+		got := waitKernel(t, gw, "203.0.113.78", "203.0.113.79")
+		if slices.Contains(got, "203.0.113.77") {
+			t.Error("a forged sender banned 203.0.113.77")
+		}
+		after := d.counters(t)
+		for _, tr := range []string{"udp", "tcp"} {
+			k := `wormgate_syslog_dropped_total{reason=sender_denied,transport=` + tr + `}`
+			if after[k] <= before[k] {
+				t.Errorf("%s = %v, was %v: forged sender not counted", k, after[k], before[k])
+			}
+		}
+	})
+	t.Run("bad input", func(t *testing.T) {
+		before := d.counters(t)
+		bad := [][]byte{
+			[]byte("<13>\n"),
+			[]byte("<13>Jan  2 15:04:05 host\n"),
+			[]byte("-1 x"),
+			append(bytes.Repeat([]byte("A"), 100<<10), '\n'),
+			{0x00, 0xff, 0xfe, '<', '9', '9', '9', '>', 0x01, '\n', 0x80, 0x81},
+			[]byte("120 <22>Nov 26 18:19:13 mx1 postfix/smtpd[1]: half"),
+			[]byte("99999999999999999999 x"),
+		}
+		udpBad := 0
+		for _, b := range bad {
+			sendTCP(t, gw, syslogAddr, b)
+			if len(b) < 65000 { // larger ones cannot be a datagram at all
+				sendUDP(t, gw, syslogAddr, string(b))
+				udpBad++
+			}
+		}
+		sendTCP(t, gw, syslogAddr, lfFrames(pairLines(traditional, "AB10000009", "203.0.113.90")))
+		sendUDP(t, gw, syslogAddr, pairLines(traditional, "AB1000000A", "203.0.113.91")...)
+		waitKernel(t, gw, "203.0.113.90", "203.0.113.91")
+		if !d.alive() {
+			t.Fatal("wormgate died on bad input")
+		}
+		after := d.counters(t)
+		var dropped float64
+		for k, v := range after {
+			if strings.HasPrefix(k, "wormgate_syslog_dropped_total{") && !strings.Contains(k, "sender_denied") {
+				dropped += v - before[k]
+			}
+		}
+		// Every bad input on both transports is counted at least once.
+		if want := float64(len(bad) + udpBad); dropped < want {
+			t.Errorf("bad inputs counted = %v, want at least %v: %v", dropped, want, after)
+		}
+	})
+	t.Run("sigterm with idle senders", func(t *testing.T) {
+		for range 3 {
+			c, err := gw.Dial(t.Context(), "tcp", syslogAddr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+		}
+		before := kernelAddrs(t, gw)
+		start := time.Now()
+		if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-d.done:
+		case <-time.After(5 * time.Second):
+			t.Fatal("wormgate still running 5s after SIGTERM")
+		}
+		t.Logf("stopped in %v", time.Since(start))
+		if code := d.cmd.ProcessState.ExitCode(); code != 0 {
+			t.Errorf("exit code %d after SIGTERM, want 0", code)
+		}
+		if diff := cmpStrings(before, kernelAddrs(t, gw)); diff != "" {
+			t.Errorf("kernel bans changed by the shutdown (-before +after):\n%s", diff)
+		}
+		// A restart adopts the table: the bans are there before and after.
+		d2 := startDaemon(t, gw)
+		if diff := cmpStrings(before, kernelAddrs(t, gw)); diff != "" {
+			t.Errorf("kernel bans changed by the restart (-before +after):\n%s", diff)
+		}
+		_ = d2
+	})
+}
+
+func cmpStrings(a, b []string) string {
+	var sb strings.Builder
+	for _, x := range a {
+		if !slices.Contains(b, x) {
+			fmt.Fprintf(&sb, "-%s\n", x)
+		}
+	}
+	for _, x := range b {
+		if !slices.Contains(a, x) {
+			fmt.Fprintf(&sb, "+%s\n", x)
+		}
+	}
+	return sb.String()
+}
+

@@ -1,0 +1,41 @@
+package main
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/wormgate/wormgate/matcher"
+)
+
+// matcherCollector exports the matcher's atomic counters: the matcher is
+// pure and knows nothing of Prometheus.
+type matcherCollector struct{ m *matcher.Matcher }
+
+var (
+	descEvents = prometheus.NewDesc("wormgate_events_total",
+		"Postfix events recognised, by kind, whether or not a rule matched.", []string{"kind"}, nil)
+	descMatched = prometheus.NewDesc("wormgate_events_matched_total",
+		"Offenses produced by rules, by event kind.", []string{"kind"}, nil)
+	descUnattributed = prometheus.NewDesc("wormgate_events_unattributed_total",
+		"Events a rule matched but no client= record attributed; nobody was banned.", []string{"kind"}, nil)
+	descQueueEntries = prometheus.NewDesc("wormgate_queue_table_entries",
+		"(host, queue ID) -> client records held.", nil, nil)
+	descQueueEvictions = prometheus.NewDesc("wormgate_queue_table_evictions_total",
+		"Records pushed out of the full queue table before their message ended.", nil, nil)
+)
+
+func (c matcherCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descEvents, descMatched, descUnattributed, descQueueEntries, descQueueEvictions} {
+		ch <- d
+	}
+}
+
+func (c matcherCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.m.Stats()
+	for _, k := range matcher.Kinds() {
+		ch <- prometheus.MustNewConstMetric(descEvents, prometheus.CounterValue, float64(st.Events[k]), string(k))
+		ch <- prometheus.MustNewConstMetric(descMatched, prometheus.CounterValue, float64(st.Matched[k]), string(k))
+		ch <- prometheus.MustNewConstMetric(descUnattributed, prometheus.CounterValue, float64(st.Unattributed[k]), string(k))
+	}
+	ch <- prometheus.MustNewConstMetric(descQueueEntries, prometheus.GaugeValue, float64(st.QueueEntries))
+	ch <- prometheus.MustNewConstMetric(descQueueEvictions, prometheus.CounterValue, float64(st.QueueEvictions))
+}

@@ -1,0 +1,130 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"runtime/debug"
+)
+
+// Exit codes, decided here and nowhere else.
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
+)
+
+// version is set at link time (-ldflags "-X main.version=...").
+var version = ""
+
+func buildVersion() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+const usage = `wormgate blocks worm and abuse senders seen in Postfix logs, in nftables.
+
+Usage:
+  wormgate serve   [--config FILE]                 run the appliance
+  wormgate check   [--config FILE] [--json] FILE... replay log files (- = stdin), print would-be bans
+  wormgate config                                  print the embedded default config
+  wormgate version                                 print the version
+
+Run "wormgate COMMAND --help" for the flags of a command.
+`
+
+// errUsage marks errors that are the caller's fault: exit code 2.
+var errUsage = errors.New("usage")
+
+type streams struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+}
+
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	s := streams{stdin: stdin, stdout: stdout, stderr: stderr}
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	var err error
+	switch args[0] {
+	case "serve":
+		err = cmdServe(ctx, args[1:], s)
+	case "check":
+		err = cmdCheck(ctx, args[1:], s)
+	case "config":
+		err = cmdConfig(args[1:], s)
+	case "version":
+		err = cmdVersion(args[1:], s)
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	default:
+		fmt.Fprintf(stderr, "wormgate: unknown command %q\n\n%s", args[0], usage)
+		return exitUsage
+	}
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return exitOK
+	case errors.Is(err, errUsage), errors.Is(err, errConfig):
+		fmt.Fprintf(stderr, "wormgate %s: %v\n", args[0], err)
+		return exitUsage
+	default:
+		fmt.Fprintf(stderr, "wormgate %s: %v\n", args[0], err)
+		return exitFailure
+	}
+}
+
+// newFlagSet returns a flag set that reports its errors as usage errors
+// and prints its help on the given stream.
+func newFlagSet(name, synopsis string, out io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.Usage = func() {
+		fmt.Fprintf(out, "Usage: wormgate %s\n\nFlags:\n", synopsis)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	return nil
+}
+
+func cmdVersion(args []string, s streams) error {
+	fs := newFlagSet("version", "version", s.stderr)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	fmt.Fprintln(s.stdout, "wormgate", buildVersion())
+	return nil
+}
+
+func cmdConfig(args []string, s streams) error {
+	fs := newFlagSet("config", "config\n\nPrints the embedded default configuration, commented. Save it,\nkeep only what you change, and pass it to serve and check with --config.", s.stderr)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	_, err := s.stdout.Write(defaultYAML)
+	return err
+}

@@ -1,0 +1,184 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/wormgate/wormgate/enforcer"
+	"github.com/wormgate/wormgate/matcher"
+	"github.com/wormgate/wormgate/receiver"
+)
+
+// queueLen buffers messages between the receiver and the matcher, so a
+// burst of UDP datagrams is not dropped while a firewall write is running.
+const queueLen = 8192
+
+func cmdServe(ctx context.Context, args []string, s streams) error {
+	fs := newFlagSet("serve", "serve [--config FILE]\n\nRuns the appliance: syslog in, nftables bans out, status over HTTP.\nWithout --config it runs on the embedded default (see wormgate config).", s.stderr)
+	path := fs.String("config", "", "configuration `file` (YAML); only what differs from the default")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	cfg, err := loadConfig(*path)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.Log, s.stderr)
+
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		// After the first signal, restore the default action: a second
+		// signal kills the process even if shutdown hangs.
+		<-ctx.Done()
+		stop()
+	}()
+	return serve(ctx, cfg, *path, log)
+}
+
+// serve wires the components and runs them until ctx is done.
+func serve(ctx context.Context, cfg Config, path string, log *slog.Logger) error {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	var fw enforcer.Firewall
+	if cfg.Enforcer.DryRun {
+		fw = enforcer.NewDryRun(log)
+	} else {
+		nft, err := enforcer.OpenNFTables(enforcer.NFTablesConfig{Table: cfg.Enforcer.NFTables.Table, Ports: cfg.Enforcer.NFTables.Ports}, log)
+		if err != nil {
+			return fmt.Errorf("open nftables: %w", err)
+		}
+		fw = nft
+	}
+	defer fw.Close()
+
+	m, err := matcher.New(cfg.Matcher)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errConfig, err)
+	}
+	reg.MustRegister(matcherCollector{m})
+	enf, err := enforcer.New(cfg.Enforcer, rulePolicies(cfg.Matcher.Rules), fw, log, reg)
+	if err != nil {
+		return err
+	}
+	msgs := make(chan receiver.Message, queueLen)
+	rcv, err := receiver.New(cfg.Receiver, msgs, log, reg)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errConfig, err)
+	}
+	if err := rcv.Open(); err != nil {
+		return err
+	}
+	var httpLn net.Listener
+	if cfg.HTTP.Listen != "" {
+		if httpLn, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {
+			return fmt.Errorf("http: %w", err)
+		}
+	}
+	var current atomic.Pointer[Config]
+	current.Store(&cfg)
+	st := &status{
+		started: time.Now(), cfg: &current, enf: enf, rcv: rcv, reg: reg,
+		firewall: map[bool]string{true: "dry-run", false: "nftables"}[cfg.Enforcer.DryRun],
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	// The enforcer outlives the receiver and the matcher: it stops only
+	// when every received message has been matched, then flushes.
+	enfCtx, enfStop := context.WithCancel(context.WithoutCancel(ctx))
+	defer enfStop()
+	g.Go(func() error {
+		err := enf.Run(enfCtx)
+		if err != nil {
+			// Without a firewall there is no point in receiving.
+			return err
+		}
+		return nil
+	})
+	g.Go(func() error {
+		defer close(msgs)
+		return rcv.Run(gctx)
+	})
+	g.Go(func() error {
+		defer enfStop()
+		var offs []matcher.Offense
+		for msg := range msgs {
+			offs = m.Match(offs[:0], msg)
+			for _, o := range offs {
+				enf.Offend(o)
+			}
+		}
+		return nil
+	})
+	if httpLn != nil {
+		srv := &http.Server{Handler: st.handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+		g.Go(func() error {
+			if err := srv.Serve(httpLn); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("http: %w", err)
+			}
+			return nil
+		})
+		g.Go(func() error {
+			<-gctx.Done()
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(gctx), 3*time.Second)
+			defer cancel()
+			return srv.Shutdown(sctx)
+		})
+	}
+	g.Go(func() error {
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-gctx.Done():
+				return nil
+			case <-hup:
+				reload(path, &current, m, enf, log)
+			}
+		}
+	})
+	log.Info("wormgate started", "version", buildVersion(), "firewall", st.firewall,
+		"udp", rcv.UDPAddrs(), "tcp", rcv.TCPAddrs(), "tls", rcv.TLSAddrs(), "http", cfg.HTTP.Listen, "rules", len(cfg.Matcher.Rules))
+	err = g.Wait()
+	log.Info("wormgate stopped", "err", err)
+	return err
+}
+
+// reload swaps in the rules of a new, valid config; on any error the old
+// config stays. Listener and firewall settings need a restart.
+func reload(path string, current *atomic.Pointer[Config], m *matcher.Matcher, enf *enforcer.Enforcer, log *slog.Logger) {
+	if path == "" {
+		log.Info("SIGHUP ignored: running on the embedded default config")
+		return
+	}
+	cfg, err := loadConfig(path)
+	if err != nil {
+		log.Error("reload failed; keeping the old config", "err", err)
+		return
+	}
+	if err := m.SetRules(cfg.Matcher.Rules); err != nil {
+		log.Error("reload failed; keeping the old config", "err", err)
+		return
+	}
+	enf.SetRules(rulePolicies(cfg.Matcher.Rules))
+	current.Store(&cfg)
+	log.Info("config reloaded", "path", path, "rules", len(cfg.Matcher.Rules))
+}

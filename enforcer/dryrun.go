@@ -1,0 +1,147 @@
+package enforcer
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+)
+
+// DryRun is a Firewall that changes nothing: it logs what it would block or
+// unblock and remembers it in memory with expiries, so that List and the
+// status pages behave as with the kernel.
+type DryRun struct {
+	log    *slog.Logger
+	now    func() time.Time
+	mu     sync.Mutex
+	bans   map[netip.Addr]time.Time
+	closed bool
+}
+
+var _ Firewall = (*DryRun)(nil)
+
+// NewDryRun returns an empty dry-run firewall.
+func NewDryRun(log *slog.Logger) *DryRun {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &DryRun{log: log, now: time.Now, bans: make(map[netip.Addr]time.Time)}
+}
+
+// Setup only announces the dry run, so that an operator sees in the log
+// that nothing is enforced.
+func (d *DryRun) Setup(ctx context.Context) error {
+	if err := d.check(ctx, "setup"); err != nil {
+		return err
+	}
+	d.log.Info("dry run: the firewall is not changed")
+	return nil
+}
+
+// Add records the bans and logs each one.
+func (d *DryRun) Add(ctx context.Context, elems []Element) error {
+	type ban struct {
+		addr netip.Addr
+		d    time.Duration
+	}
+	bans := make([]ban, 0, len(elems))
+	for _, e := range elems {
+		a, t, err := normalize(e)
+		if err != nil {
+			return fmt.Errorf("dry run add: %w", err)
+		}
+		bans = append(bans, ban{a, t})
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.checkLocked(ctx, "add"); err != nil {
+		return err
+	}
+	d.expireLocked()
+	now := d.now()
+	for _, b := range bans {
+		d.bans[b.addr] = now.Add(b.d)
+		d.log.Info("dry run: would block", "addr", b.addr, "timeout", b.d)
+	}
+	return nil
+}
+
+// Delete forgets the addresses and logs each one that was blocked.
+func (d *DryRun) Delete(ctx context.Context, addrs []netip.Addr) error {
+	for _, a := range addrs {
+		if !a.IsValid() {
+			return fmt.Errorf("dry run delete: %w: zero address", ErrInvalidElement)
+		}
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.checkLocked(ctx, "delete"); err != nil {
+		return err
+	}
+	d.expireLocked()
+	for _, a := range addrs {
+		a = a.Unmap().WithZone("")
+		if _, ok := d.bans[a]; !ok {
+			continue
+		}
+		delete(d.bans, a)
+		d.log.Info("dry run: would unblock", "addr", a)
+	}
+	return nil
+}
+
+// List returns the unexpired bans with their remaining time, sorted by
+// address.
+func (d *DryRun) List(ctx context.Context) ([]Element, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.checkLocked(ctx, "list"); err != nil {
+		return nil, err
+	}
+	d.expireLocked()
+	now := d.now()
+	out := make([]Element, 0, len(d.bans))
+	for a, until := range d.bans {
+		out = append(out, Element{Addr: a, Timeout: until.Sub(now)})
+	}
+	slices.SortFunc(out, func(a, b Element) int { return a.Addr.Compare(b.Addr) })
+	return out, nil
+}
+
+// Close makes every later call fail with ErrClosed.
+func (d *DryRun) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.closed = true
+	return nil
+}
+
+func (d *DryRun) check(ctx context.Context, op string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.checkLocked(ctx, op)
+}
+
+func (d *DryRun) checkLocked(ctx context.Context, op string) error {
+	if d.closed {
+		return fmt.Errorf("dry run %s: %w", op, ErrClosed)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("dry run %s: %w", op, err)
+	}
+	return nil
+}
+
+// expireLocked drops what the kernel would have timed out, so the map
+// cannot grow without bound.
+func (d *DryRun) expireLocked() {
+	now := d.now()
+	for a, until := range d.bans {
+		if !until.After(now) {
+			delete(d.bans, a)
+		}
+	}
+}

@@ -1,0 +1,125 @@
+package enforcer
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestDryRun(t *testing.T) {
+	var logs bytes.Buffer
+	d := NewDryRun(slog.New(slog.NewTextHandler(&logs, nil)))
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	d.now = func() time.Time { return now }
+	ctx := context.Background()
+	if err := d.Setup(ctx); err != nil {
+		t.Fatalf("Setup: %v", err)
+	}
+	err := d.Add(ctx, []Element{
+		{Addr: addr("192.0.2.1"), Timeout: time.Minute},
+		{Addr: addr("::ffff:192.0.2.2"), Timeout: 1500 * time.Microsecond}, // 2 ms after rounding
+		{Addr: addr("2001:db8::1"), Timeout: time.Hour},
+	})
+	if err != nil {
+		t.Fatalf("Add: %v", err)
+	}
+	for _, want := range []string{"would block", "addr=192.0.2.1", "addr=192.0.2.2", "addr=2001:db8::1"} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("log lacks %q:\n%s", want, logs.String())
+		}
+	}
+	list := func() []Element {
+		t.Helper()
+		got, err := d.List(ctx)
+		if err != nil {
+			t.Fatalf("List: %v", err)
+		}
+		return got
+	}
+	want := []Element{
+		{Addr: addr("192.0.2.1"), Timeout: time.Minute},
+		{Addr: addr("192.0.2.2"), Timeout: 2 * time.Millisecond},
+		{Addr: addr("2001:db8::1"), Timeout: time.Hour},
+	}
+	if diff := cmp.Diff(want, list(), addrCmp); diff != "" {
+		t.Errorf("List (-want +got):\n%s", diff)
+	}
+
+	now = now.Add(30 * time.Second) // 192.0.2.2 expires, the others run down
+	if err := d.Add(ctx, []Element{{Addr: addr("2001:db8::1"), Timeout: 10 * time.Second}}); err != nil {
+		t.Fatalf("re-Add: %v", err)
+	}
+	want = []Element{
+		{Addr: addr("192.0.2.1"), Timeout: 30 * time.Second},
+		{Addr: addr("2001:db8::1"), Timeout: 10 * time.Second},
+	}
+	if diff := cmp.Diff(want, list(), addrCmp); diff != "" {
+		t.Errorf("List after 30s and a re-Add (-want +got):\n%s", diff)
+	}
+
+	logs.Reset()
+	if err := d.Delete(ctx, []netip.Addr{addr("::ffff:192.0.2.1"), addr("198.51.100.1")}); err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+	if !strings.Contains(logs.String(), "would unblock") || strings.Contains(logs.String(), "198.51.100.1") {
+		t.Errorf("Delete logged %q, want one unblock of 192.0.2.1 only", logs.String())
+	}
+	if diff := cmp.Diff(want[1:], list(), addrCmp); diff != "" {
+		t.Errorf("List after Delete (-want +got):\n%s", diff)
+	}
+
+	for _, bad := range []Element{{Addr: addr("192.0.2.3")}, {Addr: addr("192.0.2.3"), Timeout: -1}, {Timeout: time.Second}} {
+		if err := d.Add(ctx, []Element{bad}); !errors.Is(err, ErrInvalidElement) {
+			t.Errorf("Add(%v) = %v, want %v", bad, err, ErrInvalidElement)
+		}
+	}
+	if err := d.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := d.Add(ctx, want); !errors.Is(err, ErrClosed) {
+		t.Errorf("Add after Close = %v, want %v", err, ErrClosed)
+	}
+	if _, err := d.List(ctx); !errors.Is(err, ErrClosed) {
+		t.Errorf("List after Close = %v, want %v", err, ErrClosed)
+	}
+}
+
+func TestDryRunConcurrent(t *testing.T) {
+	d := NewDryRun(slog.New(slog.DiscardHandler))
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 32 {
+				a := netip.AddrFrom4([4]byte{203, 0, 113, byte(g*32 + i)})
+				if err := d.Add(ctx, []Element{{Addr: a, Timeout: time.Hour}}); err != nil {
+					t.Errorf("Add: %v", err)
+				}
+				if i%2 == 1 {
+					if err := d.Delete(ctx, []netip.Addr{a}); err != nil {
+						t.Errorf("Delete: %v", err)
+					}
+				}
+				if _, err := d.List(ctx); err != nil {
+					t.Errorf("List: %v", err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	got, err := d.List(ctx)
+	if err != nil {
+		t.Fatalf("List: %v", err)
+	}
+	if len(got) != 128 {
+		t.Errorf("List has %d elements, want 128 (256 added, every second one deleted)", len(got))
+	}
+}

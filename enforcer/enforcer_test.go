@@ -1,0 +1,206 @@
+package enforcer
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// recordingFirewall is the fast unit tier's firewall; the kernel tier is
+// in nftables_test.go.
+type recordingFirewall struct {
+	mu      sync.Mutex
+	elems   map[netip.Addr]time.Duration
+	failAdd int // fail this many Add calls first
+	adds    int
+}
+
+func newRecordingFirewall() *recordingFirewall {
+	return &recordingFirewall{elems: map[netip.Addr]time.Duration{}}
+}
+
+func (f *recordingFirewall) Setup(context.Context) error { return nil }
+func (f *recordingFirewall) Close() error                { return nil }
+func (f *recordingFirewall) Add(_ context.Context, es []Element) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.adds++
+	if f.failAdd > 0 {
+		f.failAdd--
+		return errors.New("add: no buffer space available")
+	}
+	for _, e := range es {
+		f.elems[e.Addr] = e.Timeout
+	}
+	return nil
+}
+func (f *recordingFirewall) Delete(_ context.Context, as []netip.Addr) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, a := range as {
+		delete(f.elems, a)
+	}
+	return nil
+}
+func (f *recordingFirewall) List(context.Context) ([]Element, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []Element
+	for a, d := range f.elems {
+		out = append(out, Element{Addr: a, Timeout: d})
+	}
+	return out, nil
+}
+func (f *recordingFirewall) has(a string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, ok := f.elems[netip.MustParseAddr(a)]
+	return ok
+}
+
+func newTestEnforcer(t *testing.T, cfg Config, fw Firewall) (*Enforcer, *prometheus.Registry) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	e, err := New(cfg, map[string]RulePolicy{"worm": {Threshold: 1, Window: time.Hour}}, fw, slog.New(slog.NewTextHandler(io.Discard, nil)), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e, reg
+}
+
+func TestEnforcerOffendWritesKernel(t *testing.T) {
+	fw := newRecordingFirewall()
+	e, reg := newTestEnforcer(t, DefaultConfig(), fw)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+
+	e.Offend(off("203.0.113.66", "worm", 0))
+	e.Offend(off("127.0.0.1", "worm", 0))
+	waitFor(t, func() bool { return fw.has("203.0.113.66") })
+	if fw.has("127.0.0.1") {
+		t.Error("never-block address reached the firewall")
+	}
+	if got := testutil.ToFloat64(e.m.refused.WithLabelValues("never_block")); got != 1 {
+		t.Errorf("never_block refusals = %v, want 1", got)
+	}
+	bans := e.Bans()
+	if len(bans) != 1 || bans[0].Addr != netip.MustParseAddr("203.0.113.66") || bans[0].Rule != "worm" {
+		t.Errorf("Bans() = %+v", bans)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run() = %v", err)
+	}
+	if n, err := testutil.GatherAndCount(reg, "wormgate_bans_active"); err != nil || n != 1 {
+		t.Errorf("wormgate_bans_active series = %d, %v", n, err)
+	}
+}
+
+func TestEnforcerRetriesFailedWrites(t *testing.T) {
+	fw := newRecordingFirewall()
+	fw.failAdd = 3
+	e, _ := newTestEnforcer(t, DefaultConfig(), fw)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	go func() { _ = e.Run(ctx) }()
+	e.Offend(off("2001:db8:66::66", "worm", 0))
+	waitFor(t, func() bool { return fw.has("2001:db8:66::66") })
+	if got := testutil.ToFloat64(e.m.fwErrors.WithLabelValues("add")); got != 3 {
+		t.Errorf("firewall add errors = %v, want 3", got)
+	}
+}
+
+func TestEnforcerFinalFlushOnShutdown(t *testing.T) {
+	fw := newRecordingFirewall()
+	e, _ := newTestEnforcer(t, DefaultConfig(), fw)
+	// Decided before Run even starts, then shut down at once: the ban
+	// must still reach the kernel.
+	e.Offend(off("198.51.100.7", "worm", 0))
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := e.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !fw.has("198.51.100.7") {
+		t.Error("pending ban lost on shutdown")
+	}
+}
+
+func TestEnforcerManualBanAndUnban(t *testing.T) {
+	fw := newRecordingFirewall()
+	cfg := DefaultConfig()
+	cfg.NeverBlock = []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}
+	e, _ := newTestEnforcer(t, cfg, fw)
+
+	_, err := e.Ban(netip.MustParseAddr("198.51.100.25"), time.Hour, "")
+	if !errors.Is(err, ErrNeverBlock) || !strings.Contains(err.Error(), "198.51.100.0/24") {
+		t.Fatalf("Ban(protected) = %v, want ErrNeverBlock naming 198.51.100.0/24", err)
+	}
+	b, err := e.Ban(netip.MustParseAddr("203.0.113.5"), time.Hour, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Rule != "manual" || !b.Manual || b.Until.Sub(b.Start) != time.Hour {
+		t.Errorf("manual ban = %+v", b)
+	}
+	if err := e.Flush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if !fw.has("203.0.113.5") {
+		t.Fatal("manual ban not written")
+	}
+	if err := e.Unban(t.Context(), netip.MustParseAddr("203.0.113.5")); err != nil {
+		t.Fatal(err)
+	}
+	if fw.has("203.0.113.5") || len(e.Bans()) != 0 {
+		t.Errorf("unban left the address: kernel=%v record=%v", fw.has("203.0.113.5"), e.Bans())
+	}
+}
+
+func TestEnforcerCap(t *testing.T) {
+	fw := newRecordingFirewall()
+	cfg := DefaultConfig()
+	cfg.MaxActiveBans = 2
+	e, _ := newTestEnforcer(t, cfg, fw)
+	for _, a := range []string{"203.0.113.1", "203.0.113.2", "203.0.113.3"} {
+		e.Offend(off(a, "worm", 0))
+	}
+	if err := e.Flush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, b := range e.Bans() {
+		got = append(got, b.Addr.String())
+	}
+	if diff := cmp.Diff([]string{"203.0.113.1", "203.0.113.2"}, got); diff != "" {
+		t.Errorf("bans (-want +got):\n%s", diff)
+	}
+	if fw.has("203.0.113.3") {
+		t.Error("ban past the cap reached the kernel")
+	}
+	if got := testutil.ToFloat64(e.m.refused.WithLabelValues("cap")); got != 1 {
+		t.Errorf("cap refusals = %v, want 1", got)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 5s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

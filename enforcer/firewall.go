@@ -1,0 +1,32 @@
+package enforcer
+
+import (
+	"context"
+	"net/netip"
+	"time"
+)
+
+// Element is one blocked address in the kernel with the time it has left.
+type Element struct {
+	Addr    netip.Addr
+	Timeout time.Duration
+}
+
+// Firewall is the kernel side of the enforcer. Implementations serialise
+// their own access; every method may be called from any goroutine.
+type Firewall interface {
+	// Setup creates wormgate's table, sets and chain, or adopts them when
+	// they exist, in one atomic batch; it never touches another table and
+	// never removes elements that are already blocked.
+	Setup(ctx context.Context) error
+	// Add inserts elements or refreshes their timeouts. A partial failure
+	// returns an error; callers retry the whole slice, which is safe.
+	Add(ctx context.Context, elems []Element) error
+	// Delete removes addresses; an address that is not blocked is not an error.
+	Delete(ctx context.Context, addrs []netip.Addr) error
+	// List reads the blocked elements back from the kernel. It is slow on
+	// big sets and meant for audits and tests only.
+	List(ctx context.Context) ([]Element, error)
+	// Close releases the connection. Bans stay in the kernel.
+	Close() error
+}

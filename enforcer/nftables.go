@@ -1,0 +1,616 @@
+package enforcer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+var (
+	// ErrClosed is returned by every method of a Firewall after Close.
+	ErrClosed = errors.New("firewall closed")
+	// ErrIncompatibleSet means a set with one of wormgate's names exists in
+	// the table but cannot hold what wormgate puts there; an operator has to
+	// remove it, wormgate never deletes objects it did not create.
+	ErrIncompatibleSet = errors.New("incompatible set")
+	// ErrInvalidElement rejects an element before anything reaches the kernel.
+	ErrInvalidElement = errors.New("invalid element")
+)
+
+// DefaultPorts are the SMTP ports (smtp, submissions, submission) a blocked
+// address may no longer reach.
+var DefaultPorts = []uint16{25, 465, 587}
+
+const (
+	defaultTable = "wormgate"
+	set4Name     = "blocked4"
+	set6Name     = "blocked6"
+	portsName    = "ports"
+	chainName    = "prerouting"
+
+	// chunk bounds the elements per netlink message and per batch:
+	// google/nftables v0.3.0 silently truncates one message above ~2,300
+	// IPv4 (1,600 IPv6) timed elements, because the nested attribute length
+	// is 16 bits.
+	chunk = 1000
+	// sockBuf holds a whole batch (three messages of one chunk) many times
+	// over, and the kernel's replies to it.
+	sockBuf = 8 << 20
+	// opTimeout bounds one kernel operation when the caller's context has no
+	// deadline, so that a lost netlink reply cannot hang the owner goroutine.
+	opTimeout = 60 * time.Second
+)
+
+// NFTablesConfig selects what the nftables backend manages.
+type NFTablesConfig struct {
+	// Table is the name of wormgate's own table in family inet; default
+	// "wormgate".
+	Table string
+	// Ports are the TCP destination ports dropped for blocked addresses.
+	// nil means DefaultPorts; an empty non-nil slice drops all traffic from
+	// a blocked address.
+	Ports []uint16
+	// NetNSFd selects a network namespace by an open fd; 0 is the current
+	// one.
+	NetNSFd int
+}
+
+// NFTables is the Firewall on the kernel's nftables. One goroutine owns the
+// netlink connection, because google/nftables' lasting Conn can deadlock
+// when goroutines share it; every method hands its work to that goroutine.
+type NFTables struct {
+	log     *slog.Logger
+	reqs    chan request
+	quit    chan struct{}
+	stopped chan struct{}
+	err     error // of closing the connection, set before stopped closes
+	// closeOnce lets Close be called twice, also concurrently.
+	closeOnce sync.Once
+	table     string
+	ports     []uint16
+}
+
+var _ Firewall = (*NFTables)(nil)
+
+type request struct {
+	ctx context.Context
+	fn  func(ctx context.Context, k *kernel) error
+	res chan error
+}
+
+// OpenNFTables connects to nftables and starts the owner goroutine. It does
+// not change the ruleset; call Setup for that.
+func OpenNFTables(cfg NFTablesConfig, log *slog.Logger) (*NFTables, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Table == "" {
+		cfg.Table = defaultTable
+	}
+	if len(cfg.Table) > unix.NFT_NAME_MAXLEN-1 {
+		return nil, fmt.Errorf("open nftables: table name %q longer than %d bytes", cfg.Table, unix.NFT_NAME_MAXLEN-1)
+	}
+	if cfg.Ports == nil {
+		cfg.Ports = DefaultPorts
+	}
+	ports := slices.Clone(cfg.Ports)
+	slices.Sort(ports)
+	ports = slices.Compact(ports)
+
+	k := newKernel(cfg.Table, ports, cfg.NetNSFd)
+	if err := k.open(); err != nil {
+		return nil, fmt.Errorf("open nftables: %w", err)
+	}
+	n := &NFTables{
+		log:     log,
+		reqs:    make(chan request),
+		quit:    make(chan struct{}),
+		stopped: make(chan struct{}),
+		table:   cfg.Table,
+		ports:   ports,
+	}
+	go n.run(k)
+	return n, nil
+}
+
+func (n *NFTables) run(k *kernel) {
+	defer close(n.stopped)
+	for {
+		select {
+		case <-n.quit:
+			n.err = k.close()
+			return
+		case r := <-n.reqs:
+			r.res <- k.do(r.ctx, r.fn, n.log)
+		}
+	}
+}
+
+// call runs fn on the owner goroutine. When ctx ends first, call returns at
+// once; the kernel operation may still complete, which is safe because every
+// operation can be repeated.
+func (n *NFTables) call(ctx context.Context, op string, fn func(ctx context.Context, k *kernel) error) error {
+	res := make(chan error, 1)
+	select {
+	case <-n.quit:
+		return fmt.Errorf("nftables %s: %w", op, ErrClosed)
+	default:
+	}
+	select {
+	case n.reqs <- request{ctx: ctx, fn: fn, res: res}:
+	case <-n.quit:
+		return fmt.Errorf("nftables %s: %w", op, ErrClosed)
+	case <-ctx.Done():
+		return fmt.Errorf("nftables %s: %w", op, ctx.Err())
+	}
+	select {
+	case err := <-res:
+		if err != nil {
+			return fmt.Errorf("nftables %s: %w", op, err)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("nftables %s: %w", op, ctx.Err())
+	}
+}
+
+// Close stops the owner goroutine after the operation in progress and
+// closes the connection. The table and its elements stay in the kernel:
+// bans outlive a restart of the daemon.
+func (n *NFTables) Close() error {
+	n.closeOnce.Do(func() { close(n.quit) })
+	<-n.stopped
+	if n.err != nil {
+		return fmt.Errorf("nftables close: %w", n.err)
+	}
+	return nil
+}
+
+// Setup creates or adopts table, sets and chain in one batch. The blocked
+// sets keep their elements, the ports set is refilled and the chain's rules
+// are replaced in the same transaction, so there is no moment without the
+// drop rules and running it twice never duplicates a rule.
+func (n *NFTables) Setup(ctx context.Context) error {
+	err := n.call(ctx, "setup", func(_ context.Context, k *kernel) error { return k.setup() })
+	if err == nil {
+		n.log.Info("nftables ruleset ready", "table", "inet "+n.tableName(), "ports", n.portsDesc())
+	}
+	return err
+}
+
+// Add blocks each address until its own timeout ends; an address that is
+// already blocked gets the new timeout.
+func (n *NFTables) Add(ctx context.Context, elems []Element) error {
+	v4, v6, err := splitElements(elems)
+	if err != nil {
+		return fmt.Errorf("nftables add: %w", err)
+	}
+	err = n.call(ctx, "add", func(ctx context.Context, k *kernel) error {
+		if err := k.refresh(ctx, k.set4, v4); err != nil {
+			return err
+		}
+		return k.refresh(ctx, k.set6, v6)
+	})
+	if err == nil {
+		n.log.Debug("nftables add", "ipv4", len(v4), "ipv6", len(v6))
+	}
+	return err
+}
+
+// Delete unblocks addresses; an address that is not blocked is skipped.
+func (n *NFTables) Delete(ctx context.Context, addrs []netip.Addr) error {
+	var v4, v6 []nftables.SetElement
+	for _, a := range addrs {
+		if !a.IsValid() {
+			return fmt.Errorf("nftables delete: %w: zero address", ErrInvalidElement)
+		}
+		a = a.Unmap().WithZone("")
+		if a.Is4() {
+			v4 = append(v4, nftables.SetElement{Key: a.AsSlice()})
+		} else {
+			v6 = append(v6, nftables.SetElement{Key: a.AsSlice()})
+		}
+	}
+	err := n.call(ctx, "delete", func(ctx context.Context, k *kernel) error {
+		if err := k.remove(ctx, k.set4, v4); err != nil {
+			return err
+		}
+		return k.remove(ctx, k.set6, v6)
+	})
+	if err == nil {
+		n.log.Debug("nftables delete", "ipv4", len(v4), "ipv6", len(v6))
+	}
+	return err
+}
+
+// List reads both sets back with each element's remaining time, sorted by
+// address. An element without a timeout (added by hand with nft) has
+// Timeout 0.
+func (n *NFTables) List(ctx context.Context) ([]Element, error) {
+	var out []Element
+	err := n.call(ctx, "list", func(_ context.Context, k *kernel) error {
+		out = out[:0]
+		for _, s := range []*nftables.Set{k.set4, k.set6} {
+			elems, err := k.conn.GetSetElements(s)
+			if err != nil {
+				return fmt.Errorf("set %s: %w", s.Name, err)
+			}
+			for _, e := range elems {
+				a, ok := netip.AddrFromSlice(e.Key)
+				if !ok {
+					return fmt.Errorf("set %s: element key of %d bytes", s.Name, len(e.Key))
+				}
+				out = append(out, Element{Addr: a, Timeout: e.Expires})
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(out, func(a, b Element) int { return a.Addr.Compare(b.Addr) })
+	return out, nil
+}
+
+// Counters sums the drop rules' counters: packets and bytes dropped since
+// the rules were last replaced by Setup.
+func (n *NFTables) Counters(ctx context.Context) (packets, bytes uint64, err error) {
+	err = n.call(ctx, "counters", func(_ context.Context, k *kernel) error {
+		packets, bytes = 0, 0
+		rules, err := k.conn.GetRules(k.table, k.chain)
+		if err != nil {
+			return err
+		}
+		for _, r := range rules {
+			for _, e := range r.Exprs {
+				if c, ok := e.(*expr.Counter); ok {
+					packets += c.Packets
+					bytes += c.Bytes
+				}
+			}
+		}
+		return nil
+	})
+	return packets, bytes, err
+}
+
+func (n *NFTables) tableName() string { return n.table }
+
+func (n *NFTables) portsDesc() any {
+	if len(n.ports) > 0 {
+		return n.ports
+	}
+	return "all"
+}
+
+// normalize checks one element and brings it to the kernel's terms: IPv4
+// for 4in6 addresses, no zone, a timeout of whole milliseconds (the kernel's
+// resolution) and at least 1 ms.
+func normalize(e Element) (netip.Addr, time.Duration, error) {
+	if !e.Addr.IsValid() {
+		return netip.Addr{}, 0, fmt.Errorf("%w: zero address", ErrInvalidElement)
+	}
+	if e.Timeout <= 0 {
+		return netip.Addr{}, 0, fmt.Errorf("%w: %v: timeout %v is not positive", ErrInvalidElement, e.Addr, e.Timeout)
+	}
+	return e.Addr.Unmap().WithZone(""), max(e.Timeout.Round(time.Millisecond), time.Millisecond), nil
+}
+
+// splitElements validates elems and sorts them into the two kernel sets.
+func splitElements(elems []Element) (v4, v6 []nftables.SetElement, err error) {
+	n4 := 0
+	for _, e := range elems {
+		if e.Addr.Unmap().Is4() {
+			n4++
+		}
+	}
+	v4 = make([]nftables.SetElement, 0, n4)
+	v6 = make([]nftables.SetElement, 0, len(elems)-n4)
+	for _, e := range elems {
+		a, d, err := normalize(e)
+		if err != nil {
+			return nil, nil, err
+		}
+		se := nftables.SetElement{Key: a.AsSlice(), Timeout: d}
+		if a.Is4() {
+			v4 = append(v4, se)
+		} else {
+			v6 = append(v6, se)
+		}
+	}
+	return v4, v6, nil
+}
+
+// kernel is the state only the owner goroutine touches.
+type kernel struct {
+	nsFd  int
+	conn  *nftables.Conn
+	nl    *netlink.Conn
+	table *nftables.Table
+	set4  *nftables.Set
+	set6  *nftables.Set
+	ports *nftables.Set
+	chain *nftables.Chain
+	portN []uint16
+}
+
+func newKernel(table string, ports []uint16, nsFd int) *kernel {
+	t := &nftables.Table{Name: table, Family: nftables.TableFamilyINet}
+	accept := nftables.ChainPolicyAccept
+	// Fixed set IDs: AddSet would otherwise draw them from a package
+	// counter that is not safe for concurrent Conns.
+	return &kernel{
+		nsFd:  nsFd,
+		table: t,
+		set4:  &nftables.Set{Table: t, Name: set4Name, ID: 1, KeyType: nftables.TypeIPAddr, HasTimeout: true},
+		set6:  &nftables.Set{Table: t, Name: set6Name, ID: 2, KeyType: nftables.TypeIP6Addr, HasTimeout: true},
+		ports: &nftables.Set{Table: t, Name: portsName, ID: 3, KeyType: nftables.TypeInetService},
+		chain: &nftables.Chain{
+			Name:     chainName,
+			Table:    t,
+			Type:     nftables.ChainTypeFilter,
+			Hooknum:  nftables.ChainHookPrerouting,
+			Priority: nftables.ChainPriorityRaw,
+			Policy:   &accept,
+		},
+		portN: ports,
+	}
+}
+
+func (k *kernel) open() error {
+	opts := []nftables.ConnOption{
+		nftables.AsLasting(),
+		nftables.WithSockOptions(func(c *netlink.Conn) error {
+			k.nl = c
+			if err := setBuffer(c, unix.SO_SNDBUFFORCE, sockBuf, c.SetWriteBuffer); err != nil {
+				return err
+			}
+			return setBuffer(c, unix.SO_RCVBUFFORCE, sockBuf, c.SetReadBuffer)
+		}),
+	}
+	if k.nsFd != 0 {
+		opts = append(opts, nftables.WithNetNSFd(k.nsFd))
+	}
+	conn, err := nftables.New(opts...)
+	if err != nil {
+		return err
+	}
+	k.conn = conn
+	return nil
+}
+
+// setBuffer raises a socket buffer beyond net.core.[rw]mem_max when the
+// process may (CAP_NET_ADMIN), else as far as the sysctl allows.
+func setBuffer(c *netlink.Conn, forceOpt, size int, fallback func(int) error) error {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return fallback(size)
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, forceOpt, size)
+	}); err != nil || serr != nil {
+		return fallback(size)
+	}
+	return nil
+}
+
+func (k *kernel) close() error {
+	if k.conn == nil {
+		return nil
+	}
+	err := k.conn.CloseLasting()
+	k.conn, k.nl = nil, nil
+	return err
+}
+
+// do runs one operation under a socket deadline. After any failure the
+// connection is replaced: a timed-out or failed batch can leave unread
+// replies on the socket, and a Conn that failed to serialise keeps that
+// error forever.
+func (k *kernel) do(ctx context.Context, fn func(context.Context, *kernel) error, log *slog.Logger) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if k.conn == nil {
+		if err := k.open(); err != nil {
+			return fmt.Errorf("reconnect: %w", err)
+		}
+	}
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(opTimeout)
+	}
+	if k.nl != nil {
+		_ = k.nl.SetDeadline(deadline)
+	}
+	err := fn(ctx, k)
+	if err != nil {
+		if cerr := k.close(); cerr != nil {
+			log.Debug("nftables reconnect: close", "err", cerr)
+		}
+		if oerr := k.open(); oerr != nil {
+			log.Debug("nftables reconnect", "err", oerr)
+		}
+	}
+	return err
+}
+
+func (k *kernel) setup() error {
+	if err := k.checkSets(); err != nil {
+		return err
+	}
+	c := k.conn
+	c.AddTable(k.table)
+	for _, s := range []*nftables.Set{k.set4, k.set6, k.ports} {
+		if err := c.AddSet(s, nil); err != nil {
+			return fmt.Errorf("set %s: %w", s.Name, err)
+		}
+	}
+	c.FlushSet(k.ports)
+	if len(k.portN) > 0 {
+		elems := make([]nftables.SetElement, len(k.portN))
+		for i, p := range k.portN {
+			elems[i] = nftables.SetElement{Key: binaryutil.BigEndian.PutUint16(p)}
+		}
+		if err := c.SetAddElements(k.ports, elems); err != nil {
+			return fmt.Errorf("set %s: %w", portsName, err)
+		}
+	}
+	c.AddChain(k.chain)
+	c.FlushChain(k.chain)
+	for _, r := range k.rules() {
+		c.AddRule(r)
+	}
+	if err := c.Flush(); err != nil {
+		return err
+	}
+	return nil
+}
+
+// checkSets turns the kernel's bare EEXIST for a set of another type into
+// an error that names the set.
+func (k *kernel) checkSets() error {
+	// GetSets hides ENOENT behind %v, so look for the table first.
+	tables, err := k.conn.ListTablesOfFamily(k.table.Family)
+	if err != nil {
+		return fmt.Errorf("read tables: %w", err)
+	}
+	if !slices.ContainsFunc(tables, func(t *nftables.Table) bool { return t.Name == k.table.Name }) {
+		return nil
+	}
+	sets, err := k.conn.GetSets(k.table)
+	if err != nil {
+		return fmt.Errorf("read sets: %w", err)
+	}
+	for _, have := range sets {
+		for _, want := range []*nftables.Set{k.set4, k.set6, k.ports} {
+			if have.Name != want.Name {
+				continue
+			}
+			if have.KeyType.GetNFTMagic() != want.KeyType.GetNFTMagic() || have.HasTimeout != want.HasTimeout ||
+				have.IsMap || have.Interval || have.Concatenation {
+				return fmt.Errorf("%w: set %s in table inet %s is %s, want %s", ErrIncompatibleSet,
+					have.Name, k.table.Name, describeSet(have), describeSet(want))
+			}
+		}
+	}
+	return nil
+}
+
+func describeSet(s *nftables.Set) string {
+	d := "type " + s.KeyType.Name
+	if s.IsMap {
+		d += " map"
+	}
+	if s.Interval {
+		d += " flags interval"
+	}
+	if s.HasTimeout {
+		d += " flags timeout"
+	}
+	return d
+}
+
+// rules are `ip saddr @blocked4 [tcp dport @ports] counter drop` and the
+// same for ip6.
+func (k *kernel) rules() []*nftables.Rule {
+	mk := func(proto byte, offset, length uint32, set *nftables.Set) *nftables.Rule {
+		ex := []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: length},
+			&expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID},
+		}
+		if len(k.portN) > 0 {
+			ex = append(ex,
+				&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+				&expr.Lookup{SourceRegister: 1, SetName: k.ports.Name, SetID: k.ports.ID},
+			)
+		}
+		ex = append(ex, &expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop})
+		return &nftables.Rule{Table: k.table, Chain: k.chain, Exprs: ex}
+	}
+	return []*nftables.Rule{
+		mk(unix.NFPROTO_IPV4, 12, 4, k.set4),
+		mk(unix.NFPROTO_IPV6, 8, 16, k.set6),
+	}
+}
+
+// refresh writes timed elements so that each ends up with exactly its new
+// timeout, counted from now. Re-adding an element is not enough: kernels
+// before 6.10 keep the old timeout, and later ones update it only when the
+// value differs, so a repeated ban of the same length would not restart the
+// clock (TestNFTablesReAddRefreshesTimeout shows it). Per chunk, one atomic
+// batch adds the keys without a timeout (a no-op for present ones), deletes
+// them and adds them with the timeout. The first add is needed because a
+// delete of an absent or expired-but-not-collected element fails the whole
+// batch with ENOENT.
+func (k *kernel) refresh(ctx context.Context, s *nftables.Set, elems []nftables.SetElement) error {
+	return chunked(ctx, elems, func(part []nftables.SetElement) error {
+		bare := keysOnly(part)
+		if err := k.conn.SetAddElements(s, bare); err != nil {
+			return err
+		}
+		if err := k.conn.SetDeleteElements(s, bare); err != nil {
+			return err
+		}
+		if err := k.conn.SetAddElements(s, part); err != nil {
+			return err
+		}
+		if err := k.conn.Flush(); err != nil {
+			return fmt.Errorf("set %s: %w", s.Name, err)
+		}
+		return nil
+	})
+}
+
+// remove deletes keys; adding them first in the same batch makes an absent
+// key a no-op instead of an ENOENT that would abort the batch.
+func (k *kernel) remove(ctx context.Context, s *nftables.Set, keys []nftables.SetElement) error {
+	return chunked(ctx, keys, func(part []nftables.SetElement) error {
+		if err := k.conn.SetAddElements(s, part); err != nil {
+			return err
+		}
+		if err := k.conn.SetDeleteElements(s, part); err != nil {
+			return err
+		}
+		if err := k.conn.Flush(); err != nil {
+			return fmt.Errorf("set %s: %w", s.Name, err)
+		}
+		return nil
+	})
+}
+
+func chunked(ctx context.Context, elems []nftables.SetElement, fn func([]nftables.SetElement) error) error {
+	for part := range slices.Chunk(elems, chunk) {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := fn(part); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func keysOnly(elems []nftables.SetElement) []nftables.SetElement {
+	out := make([]nftables.SetElement, len(elems))
+	for i, e := range elems {
+		out[i] = nftables.SetElement{Key: e.Key}
+	}
+	return out
+}

@@ -1,0 +1,202 @@
+package enforcer
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/hashicorp/golang-lru/v2/simplelru"
+
+	"github.com/wormgate/wormgate/matcher"
+)
+
+// ErrNeverBlock is returned when an address on the never-block list would
+// be banned; the error names the matching prefix.
+var ErrNeverBlock = errors.New("address is on the never-block list")
+
+// RulePolicy is what the enforcer needs to know about a matcher rule.
+type RulePolicy struct {
+	Threshold int
+	Window    time.Duration
+	// BanFor of zero means the enforcer's default.
+	BanFor time.Duration
+	DryRun bool
+}
+
+// Verdict says what Observe decided.
+type Verdict int
+
+const (
+	// VerdictCounted: the hit was remembered, the threshold is not reached.
+	VerdictCounted Verdict = iota
+	// VerdictBan: a new ban starts.
+	VerdictBan
+	// VerdictExtend: the address was banned already; the ban is extended.
+	VerdictExtend
+	// VerdictNeverBlock: the address is protected.
+	VerdictNeverBlock
+	// VerdictDryRun: the rule would ban but is in dry-run mode.
+	VerdictDryRun
+	// VerdictUnknownRule: the offense names a rule without a policy.
+	VerdictUnknownRule
+)
+
+var verdictNames = [...]string{"counted", "ban", "extend", "never_block", "dry_run", "unknown_rule"}
+
+func (v Verdict) String() string {
+	if int(v) < len(verdictNames) {
+		return verdictNames[v]
+	}
+	return fmt.Sprintf("verdict(%d)", int(v))
+}
+
+// Ban is a decision to block Addr for Duration, starting at Start.
+type Ban struct {
+	Addr     netip.Addr    `json:"addr"`
+	Rule     string        `json:"rule"`
+	Start    time.Time     `json:"start"`
+	Duration time.Duration `json:"-"`
+	Until    time.Time     `json:"until"`
+	Hits     int           `json:"hits"`
+	Manual   bool          `json:"manual,omitempty"`
+}
+
+// Offender is what is remembered about one address.
+type Offender struct {
+	Addr      netip.Addr
+	Hits      int
+	FirstSeen time.Time
+	LastSeen  time.Time
+	LastRule  string
+	Hosts     []string
+	// BannedUntil is the end of the current ban in offense time.
+	BannedUntil time.Time
+	// recent holds, per rule, the times of the last Threshold hits.
+	recent map[string][]time.Time
+}
+
+// maxHostsPerOffender bounds the reporting-host list of one offender.
+const maxHostsPerOffender = 16
+
+// Decision is the result of one Observe.
+type Decision struct {
+	Verdict Verdict
+	// Ban is set for VerdictBan, VerdictExtend and VerdictDryRun.
+	Ban Ban
+	// Prefix is the matching never-block prefix for VerdictNeverBlock.
+	Prefix netip.Prefix
+}
+
+// Policy decides from offenses who is banned. It takes time from the
+// offenses, never from the wall clock, so replays decide like the daemon.
+// It is not safe for concurrent use.
+type Policy struct {
+	banFor     time.Duration
+	neverBlock []netip.Prefix
+	rules      map[string]RulePolicy
+	offenders  *simplelru.LRU[netip.Addr, *Offender]
+}
+
+// NewPolicy builds a policy. cfg must be valid.
+func NewPolicy(cfg Config, rules map[string]RulePolicy) (*Policy, error) {
+	lru, err := simplelru.NewLRU[netip.Addr, *Offender](cfg.OffenderCacheSize, nil)
+	if err != nil {
+		return nil, fmt.Errorf("new policy: %w", err)
+	}
+	p := &Policy{
+		banFor:     cfg.BanFor,
+		neverBlock: slices.Concat(BuiltinNeverBlock, cfg.NeverBlock),
+		offenders:  lru,
+	}
+	p.SetRules(rules)
+	return p, nil
+}
+
+// SetRules replaces the rule policies; offender history is kept.
+func (p *Policy) SetRules(rules map[string]RulePolicy) {
+	p.rules = rules
+}
+
+// Protected returns the never-block prefix containing addr, if any.
+func (p *Policy) Protected(addr netip.Addr) (netip.Prefix, bool) {
+	addr = addr.Unmap()
+	for _, pfx := range p.neverBlock {
+		if pfx.Contains(addr) {
+			return pfx, true
+		}
+	}
+	return netip.Prefix{}, false
+}
+
+// Offender returns a copy of what is remembered about addr.
+func (p *Policy) Offender(addr netip.Addr) (Offender, bool) {
+	o, ok := p.offenders.Peek(addr.Unmap())
+	if !ok {
+		return Offender{}, false
+	}
+	c := *o
+	c.Hosts = slices.Clone(o.Hosts)
+	c.recent = nil
+	return c, true
+}
+
+// Len is the number of remembered offenders.
+func (p *Policy) Len() int { return p.offenders.Len() }
+
+// Observe records one offense and decides.
+func (p *Policy) Observe(off matcher.Offense) Decision {
+	addr := off.Addr.Unmap()
+	if pfx, ok := p.Protected(addr); ok {
+		return Decision{Verdict: VerdictNeverBlock, Prefix: pfx}
+	}
+	rp, ok := p.rules[off.Rule]
+	if !ok {
+		return Decision{Verdict: VerdictUnknownRule}
+	}
+	o, ok := p.offenders.Get(addr)
+	if !ok {
+		o = &Offender{Addr: addr, FirstSeen: off.Time, recent: make(map[string][]time.Time, 1)}
+		p.offenders.Add(addr, o)
+	}
+	o.Hits++
+	if off.Time.After(o.LastSeen) {
+		o.LastSeen = off.Time
+	}
+	o.LastRule = off.Rule
+	if off.Host != "" && !slices.Contains(o.Hosts, off.Host) && len(o.Hosts) < maxHostsPerOffender {
+		o.Hosts = append(o.Hosts, off.Host)
+	}
+
+	// Keep only the hits inside the window, at most Threshold of them:
+	// that is all the threshold test needs and it bounds the memory.
+	hits := o.recent[off.Rule]
+	cutoff := off.Time.Add(-rp.Window)
+	hits = slices.DeleteFunc(hits, func(t time.Time) bool { return !t.After(cutoff) })
+	hits = append(hits, off.Time)
+	if len(hits) > rp.Threshold {
+		hits = hits[len(hits)-rp.Threshold:]
+	}
+	o.recent[off.Rule] = hits
+	if len(hits) < rp.Threshold {
+		return Decision{Verdict: VerdictCounted}
+	}
+
+	d := rp.BanFor
+	if d == 0 {
+		d = p.banFor
+	}
+	ban := Ban{Addr: addr, Rule: off.Rule, Start: off.Time, Duration: d, Until: off.Time.Add(d), Hits: o.Hits}
+	if rp.DryRun {
+		return Decision{Verdict: VerdictDryRun, Ban: ban}
+	}
+	verdict := VerdictBan
+	if o.BannedUntil.After(off.Time) {
+		verdict = VerdictExtend
+	}
+	if ban.Until.After(o.BannedUntil) {
+		o.BannedUntil = ban.Until
+	}
+	return Decision{Verdict: verdict, Ban: ban}
+}

@@ -1,0 +1,88 @@
+package matcher
+
+import (
+	"bufio"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/wormgate/wormgate/receiver"
+)
+
+// parseFileLine parses the "RFC3339 host prog[pid]: text" lines that
+// Debian's rsyslog writes; it exists only so that these tests do not depend
+// on the receiver's parser.
+func parseFileLine(t testing.TB, line string) receiver.Message {
+	t.Helper()
+	ts, rest, ok1 := strings.Cut(line, " ")
+	host, rest, ok2 := strings.Cut(rest, " ")
+	tag, text, ok3 := strings.Cut(rest, ": ")
+	if !ok1 || !ok2 || !ok3 {
+		t.Fatalf("malformed test line %q", line)
+	}
+	tm, err := time.Parse(time.RFC3339Nano, ts)
+	if err != nil {
+		t.Fatalf("test line %q: %v", line, err)
+	}
+	msg := receiver.Message{Time: tm, Host: host, Program: tag, Text: text, Transport: "file"}
+	if i := strings.IndexByte(tag, '['); i >= 0 && strings.HasSuffix(tag, "]") {
+		msg.Program = tag[:i]
+		pid, err := strconv.Atoi(tag[i+1 : len(tag)-1])
+		if err != nil {
+			t.Fatalf("test line %q: pid: %v", line, err)
+		}
+		msg.PID = pid
+	}
+	return msg
+}
+
+func readSample(t testing.TB) []string {
+	t.Helper()
+	f, err := os.Open("testdata/postfix-3.7-rsyslog-file.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var lines []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if sc.Text() != "" {
+			lines = append(lines, sc.Text())
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if len(lines) == 0 {
+		t.Fatal("empty sample")
+	}
+	return lines
+}
+
+func newMatcher(t testing.TB, cfg Config) *Matcher {
+	t.Helper()
+	m, err := New(cfg)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	return m
+}
+
+// msgAt is a message from host "mx" at a fixed time.
+func msgAt(program, text string) receiver.Message {
+	return receiver.Message{
+		Time:    time.Date(2026, 11, 26, 18, 19, 13, 0, time.UTC),
+		Host:    "mx",
+		Program: program,
+		PID:     4242,
+		Text:    text,
+	}
+}
+
+// addrCmp compares netip.Addr values, whose fields cmp cannot see.
+var addrCmp = cmp.Comparer(func(a, b netip.Addr) bool { return a == b })

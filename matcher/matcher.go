@@ -1,0 +1,321 @@
+package matcher
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync/atomic"
+
+	"github.com/hashicorp/golang-lru/v2/simplelru"
+
+	"github.com/wormgate/wormgate/receiver"
+)
+
+// Kind indexes, in the order of kinds.
+const (
+	kiCleanupReject = iota
+	kiCleanupDiscard
+	kiCleanupHold
+	kiCleanupWarning
+	kiMilterReject
+	kiSMTPDReject
+	kiSASLFailed
+)
+
+// queueKey identifies one message: queue IDs are unique only within one
+// Postfix instance (its own queue directory) on one host, and short IDs
+// are reused as soon as the queue file is gone.
+type queueKey struct {
+	host, instance, qid string
+}
+
+// ruleSet is one immutable generation of rules, swapped whole on reload.
+type ruleSet struct {
+	rules  []Rule
+	byKind [numKinds][]*Rule
+}
+
+// Matcher correlates Postfix log messages and applies the rules. Match is
+// for one goroutine; SetRules, Rules and Stats may be called from others.
+type Matcher struct {
+	rules atomic.Pointer[ruleSet]
+
+	// Owned by the goroutine that calls Match.
+	queue  *simplelru.LRU[queueKey, netip.Addr]
+	intern map[string]string
+
+	events       [numKinds]atomic.Uint64
+	matched      [numKinds]atomic.Uint64
+	unattributed [numKinds]atomic.Uint64
+	clients      atomic.Uint64
+	queueLen     atomic.Int64
+	evictions    atomic.Uint64
+}
+
+// Stats is a snapshot of the matcher's counters.
+type Stats struct {
+	// Events counts recognised Postfix events by kind, whether or not a
+	// rule matched them.
+	Events map[Kind]uint64
+	// Matched counts offenses produced, by kind (one per matching rule).
+	Matched map[Kind]uint64
+	// Unattributed counts events that matched at least one rule but whose
+	// client is unknown (no client= record seen for the queue ID, e.g. a
+	// lost UDP datagram or a log started mid-stream), so nobody was banned.
+	Unattributed map[Kind]uint64
+	// Clients counts client= records stored in the queue table.
+	Clients uint64
+	// QueueEntries is the current size of the queue table.
+	QueueEntries int
+	// QueueEvictions counts records pushed out of the full queue table
+	// before their message ended; a cleanup event for such a message
+	// becomes unattributed.
+	QueueEvictions uint64
+}
+
+// maxIntern bounds the strings interned for table keys (host and instance
+// names, a handful per site).
+const maxIntern = 1024
+
+// New returns a Matcher for cfg, or an error naming the invalid field.
+func New(cfg Config) (*Matcher, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("matcher: %w", err)
+	}
+	cfg = cfg.WithDefaults()
+	m := &Matcher{intern: make(map[string]string)}
+	q, err := simplelru.NewLRU[queueKey, netip.Addr](cfg.QueueTableSize, nil)
+	if err != nil {
+		return nil, fmt.Errorf("matcher: queue table: %w", err)
+	}
+	m.queue = q
+	m.rules.Store(compileRules(cfg.Rules))
+	return m, nil
+}
+
+// SetRules validates rules and then replaces the current rules at once
+// (for a reload); the queue table and counters are kept. On error the old
+// rules stay in force.
+func (m *Matcher) SetRules(rules []Rule) error {
+	if err := errors.Join(validateRules(rules)...); err != nil {
+		return fmt.Errorf("matcher: %w", err)
+	}
+	m.rules.Store(compileRules(rules))
+	return nil
+}
+
+// Rules returns the rules in force, with defaults applied; the enforcer
+// looks up a rule's policy here by Offense.Rule.
+func (m *Matcher) Rules() []Rule {
+	return rulesWithDefaults(m.rules.Load().rules)
+}
+
+func compileRules(rules []Rule) *ruleSet {
+	rs := &ruleSet{rules: rulesWithDefaults(rules)}
+	for i := range rs.rules {
+		r := &rs.rules[i]
+		if len(r.Kinds) == 0 {
+			for k := range rs.byKind {
+				rs.byKind[k] = append(rs.byKind[k], r)
+			}
+			continue
+		}
+		var seen [numKinds]bool
+		for _, k := range r.Kinds {
+			if ki := k.index(); ki >= 0 && !seen[ki] {
+				seen[ki] = true
+				rs.byKind[ki] = append(rs.byKind[ki], r)
+			}
+		}
+	}
+	return rs
+}
+
+// Stats returns a snapshot of the counters.
+func (m *Matcher) Stats() Stats {
+	s := Stats{
+		Events:         make(map[Kind]uint64, numKinds),
+		Matched:        make(map[Kind]uint64, numKinds),
+		Unattributed:   make(map[Kind]uint64, numKinds),
+		Clients:        m.clients.Load(),
+		QueueEntries:   int(m.queueLen.Load()),
+		QueueEvictions: m.evictions.Load(),
+	}
+	for i, k := range kinds {
+		s.Events[k] = m.events[i].Load()
+		s.Matched[k] = m.matched[i].Load()
+		s.Unattributed[k] = m.unattributed[i].Load()
+	}
+	return s
+}
+
+// Match appends the offenses for msg to dst and returns it. It also
+// updates the queue table from client=, reject and removed records.
+func (m *Matcher) Match(dst []Offense, msg receiver.Message) []Offense {
+	instance, service, ok := splitProgram(msg.Program)
+	if !ok {
+		return dst
+	}
+	switch service {
+	case "cleanup":
+		return m.matchCleanup(dst, msg, instance)
+	case "smtpd":
+		return m.matchSMTPD(dst, msg, instance)
+	case "postscreen":
+		if rest, ok := strings.CutPrefix(msg.Text, "NOQUEUE: reject: "); ok {
+			if addr, ok := parseAnchoredReject(rest); ok {
+				return m.evaluate(dst, kiSMTPDReject, msg, "", addr)
+			}
+		}
+	case "qmqpd":
+		if qid, rest, ok := cutQueueID(msg.Text); ok {
+			if c, ok := strings.CutPrefix(rest, "client="); ok {
+				m.remember(msg.Host, instance, qid, c)
+			}
+		}
+	case "qmgr":
+		if qid, rest, ok := cutQueueID(msg.Text); ok && rest == "removed" {
+			m.forget(queueKey{msg.Host, instance, qid})
+		}
+	}
+	return dst
+}
+
+func (m *Matcher) matchSMTPD(dst []Offense, msg receiver.Message, instance string) []Offense {
+	text := msg.Text
+	if rest, ok := strings.CutPrefix(text, "warning: "); ok {
+		if addr, ok := parseSASLFailure(rest); ok {
+			return m.evaluate(dst, kiSASLFailed, msg, "", addr)
+		}
+		return dst
+	}
+	var qid, rest string
+	if r, ok := strings.CutPrefix(text, "NOQUEUE: "); ok {
+		rest = r
+	} else if q, r, ok := cutQueueID(text); ok {
+		qid, rest = q, r
+		if c, ok := strings.CutPrefix(rest, "client="); ok {
+			m.remember(msg.Host, instance, qid, c)
+			return dst
+		}
+	} else {
+		return dst
+	}
+	ki := -1
+	if r, ok := strings.CutPrefix(rest, "reject: "); ok {
+		ki, rest = kiSMTPDReject, r
+	} else if r, ok := strings.CutPrefix(rest, "milter-reject: "); ok {
+		ki, rest = kiMilterReject, r
+	} else {
+		return dst
+	}
+	addr, ok := parseAnchoredReject(rest)
+	if !ok {
+		return dst
+	}
+	return m.evaluate(dst, ki, msg, qid, addr)
+}
+
+func (m *Matcher) matchCleanup(dst []Offense, msg receiver.Message, instance string) []Offense {
+	qid, rest, ok := cutQueueID(msg.Text)
+	if !ok {
+		return dst
+	}
+	var ki int
+	ends := false // the action ends the message: its queue ID is free again
+	switch {
+	case strings.HasPrefix(rest, "reject: "):
+		ki, ends = kiCleanupReject, true
+	case strings.HasPrefix(rest, "discard: "):
+		ki, ends = kiCleanupDiscard, true
+	case strings.HasPrefix(rest, "milter-reject: "):
+		ki, ends = kiMilterReject, true
+	case strings.HasPrefix(rest, "hold: "):
+		ki = kiCleanupHold
+	case strings.HasPrefix(rest, "warning: "):
+		ki = kiCleanupWarning
+	default:
+		return dst
+	}
+	// The address comes only from the client= record: the cleanup line
+	// itself is attacker-written on both sides of the real address.
+	key := queueKey{msg.Host, instance, qid}
+	addr, _ := m.queue.Get(key)
+	dst = m.evaluate(dst, ki, msg, qid, addr)
+	if ends {
+		m.forget(key)
+	}
+	return dst
+}
+
+// evaluate counts an event and appends one offense per matching rule. An
+// invalid addr means the event could not be attributed.
+func (m *Matcher) evaluate(dst []Offense, ki int, msg receiver.Message, qid string, addr netip.Addr) []Offense {
+	m.events[ki].Add(1)
+	rs := m.rules.Load()
+	matched := false
+	for _, r := range rs.byKind[ki] {
+		if !r.Program.empty() && !r.Program.MatchString(msg.Program) {
+			continue
+		}
+		if !r.Pattern.MatchString(msg.Text) {
+			continue
+		}
+		if !addr.IsValid() {
+			m.unattributed[ki].Add(1)
+			return dst
+		}
+		if !matched {
+			// Offenses outlive msg; do not pin the whole line for the ID.
+			qid = strings.Clone(qid)
+			matched = true
+		}
+		dst = append(dst, Offense{
+			Addr:    addr,
+			Rule:    r.Name,
+			Kind:    kinds[ki],
+			Host:    msg.Host,
+			QueueID: qid,
+			Time:    msg.Time,
+		})
+		m.matched[ki].Add(1)
+	}
+	return dst
+}
+
+// remember records the client of a new message. A record that names no
+// usable address still clears an older one for the same (reused) queue ID,
+// so that a later event is unattributed rather than blamed on the
+// previous holder of the ID.
+func (m *Matcher) remember(host, instance, qid, record string) {
+	key := queueKey{m.internString(host), m.internString(instance), strings.Clone(qid)}
+	addr, ok := parseClient(record)
+	if !ok {
+		m.forget(key)
+		return
+	}
+	if m.queue.Add(key, addr) {
+		m.evictions.Add(1)
+	}
+	m.clients.Add(1)
+	m.queueLen.Store(int64(m.queue.Len()))
+}
+
+func (m *Matcher) forget(key queueKey) {
+	if m.queue.Remove(key) {
+		m.queueLen.Store(int64(m.queue.Len()))
+	}
+}
+
+func (m *Matcher) internString(s string) string {
+	if v, ok := m.intern[s]; ok {
+		return v
+	}
+	if len(m.intern) >= maxIntern {
+		clear(m.intern)
+	}
+	v := strings.Clone(s)
+	m.intern[v] = v
+	return v
+}

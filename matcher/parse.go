@@ -1,0 +1,164 @@
+package matcher
+
+import (
+	"net/netip"
+	"strings"
+)
+
+// This file holds Postfix's log grammar as plain string scanning: the
+// matcher sees every mail log line and most of them are no event, so the
+// common path must not run regular expressions or allocate.
+
+// maxQueueIDLen bounds a queue ID; Postfix's long IDs are about 15 to 17
+// characters.
+const maxQueueIDLen = 32
+
+// splitProgram returns the Postfix instance (the first path element, e.g.
+// "postfix" or "postfix-out") and service (the last one) of a syslog tag
+// such as "postfix/submission/smtpd". ok is false for other programs.
+func splitProgram(program string) (instance, service string, ok bool) {
+	if !strings.HasPrefix(program, "postfix") {
+		return "", "", false
+	}
+	i := strings.IndexByte(program, '/')
+	if i < 0 {
+		return "", "", false
+	}
+	j := strings.LastIndexByte(program, '/')
+	return program[:i], program[j+1:], true
+}
+
+// cutQueueID splits "QID: rest". A queue ID is either a short one (6 or
+// more of [0-9A-F]) or a long one (10 or more of [0-9A-Za-z]); NOQUEUE is
+// neither and is handled by the callers.
+func cutQueueID(s string) (qid, rest string, ok bool) {
+	n := 0
+	shortForm := true
+scan:
+	for n < len(s) {
+		c := s[n]
+		switch {
+		case '0' <= c && c <= '9', 'A' <= c && c <= 'F':
+		case 'G' <= c && c <= 'Z', 'a' <= c && c <= 'z':
+			shortForm = false
+		default:
+			break scan
+		}
+		n++
+		if n > maxQueueIDLen {
+			return "", "", false
+		}
+	}
+	if n+1 >= len(s) || s[n] != ':' || s[n+1] != ' ' {
+		return "", "", false
+	}
+	if n < 6 || (!shortForm && n < 10) {
+		return "", "", false
+	}
+	return s[:n], s[n+2:], true
+}
+
+// cutNamAddr parses the "name[addr]" or "name[addr]:port" that Postfix
+// writes for a client at the start of s. name is "unknown", a verified
+// host name, or empty (postscreen); it never holds '[', ']' or spaces.
+func cutNamAddr(s string) (addr netip.Addr, rest string, ok bool) {
+	i := 0
+	for ; i < len(s); i++ {
+		c := s[i]
+		if c == '[' {
+			break
+		}
+		if c == ']' || c == ' ' || c == ',' || c == ';' {
+			return netip.Addr{}, "", false
+		}
+	}
+	if i == len(s) {
+		return netip.Addr{}, "", false
+	}
+	j := strings.IndexByte(s[i+1:], ']')
+	if j < 0 {
+		return netip.Addr{}, "", false
+	}
+	a, err := netip.ParseAddr(s[i+1 : i+1+j])
+	if err != nil {
+		return netip.Addr{}, "", false
+	}
+	rest = s[i+1+j+1:]
+	if len(rest) > 1 && rest[0] == ':' && isDigit(rest[1]) {
+		k := 2
+		for k < len(rest) && isDigit(rest[k]) {
+			k++
+		}
+		rest = rest[k:]
+	}
+	return normalizeAddr(a), rest, true
+}
+
+// normalizeAddr makes one address one firewall entry: an IPv4 client on a
+// dual-stack socket is logged as ::ffff:a.b.c.d, and a zone means nothing
+// to a firewall set.
+func normalizeAddr(a netip.Addr) netip.Addr {
+	return a.Unmap().WithZone("")
+}
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
+
+// parseClient parses the rest of "QID: client=..." as smtpd and qmqpd write
+// it: "name[addr](:port)?" then optional ", sasl_method=...",
+// ", sasl_username=...", ", sasl_sender=...", ", orig_queue_id=..." and
+// ", orig_client=name[addr](:port)?", always in that order. With
+// orig_client (XFORWARD from a content filter re-injecting mail) the
+// original client is the one to blame, not the filter. ok is false when the
+// record names no usable address.
+func parseClient(s string) (addr netip.Addr, ok bool) {
+	addr, rest, ok := cutNamAddr(s)
+	if !ok || (rest != "" && !strings.HasPrefix(rest, ", ")) {
+		return netip.Addr{}, false
+	}
+	// orig_client is the last field. sasl_sender (from MAIL FROM AUTH=)
+	// cannot contain a space, so ", orig_client=" cannot be forged there;
+	// requiring the field to end the line keeps anything after it out.
+	const origClient = ", orig_client="
+	if i := strings.LastIndex(rest, origClient); i >= 0 {
+		orig, tail, ok := cutNamAddr(rest[i+len(origClient):])
+		if !ok || tail != "" {
+			return netip.Addr{}, false
+		}
+		return orig, true
+	}
+	return addr, true
+}
+
+// parseAnchoredReject parses the rest of "NOQUEUE|QID: reject: " (or
+// "milter-reject: ") as smtpd_check and postscreen write it:
+// "STAGE from name[addr](:port)?: reply...". The address is read only at
+// this position, which Postfix fills before any client-supplied text.
+func parseAnchoredReject(s string) (netip.Addr, bool) {
+	i := 0
+	for i < len(s) && (('A' <= s[i] && s[i] <= 'Z') || s[i] == '-') {
+		i++
+	}
+	if i == 0 || !strings.HasPrefix(s[i:], " from ") {
+		return netip.Addr{}, false
+	}
+	addr, rest, ok := cutNamAddr(s[i+len(" from "):])
+	if !ok || !strings.HasPrefix(rest, ": ") {
+		return netip.Addr{}, false
+	}
+	return addr, true
+}
+
+// parseSASLFailure parses the rest of "warning: " as smtpd_sasl_glue
+// writes it: "name[addr](:port)?: SASL METHOD authentication failed...".
+func parseSASLFailure(s string) (netip.Addr, bool) {
+	addr, rest, ok := cutNamAddr(s)
+	if !ok || !strings.HasPrefix(rest, ": SASL ") {
+		return netip.Addr{}, false
+	}
+	rest = rest[len(": SASL "):]
+	i := strings.IndexByte(rest, ' ')
+	if i <= 0 || !strings.HasPrefix(rest[i:], " authentication failed") {
+		return netip.Addr{}, false
+	}
+	return addr, true
+}

@@ -1,0 +1,127 @@
+package matcher
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"sync"
+	"testing"
+)
+
+// TestQueueTableBounded feeds a million client= records whose messages
+// never end: the table must stop at its bound.
+func TestQueueTableBounded(t *testing.T) {
+	const n = 1_000_000
+	if testing.Short() {
+		t.Skip("a million lines; skipped with -short")
+	}
+	m := newMatcher(t, DefaultConfig())
+	msg := msgAt("postfix/smtpd", "")
+	buf := make([]byte, 0, 64)
+	for i := range n {
+		buf = strconv.AppendUint(append(buf[:0]), uint64(0x10000000+i), 16)
+		buf = append(buf, ": client=unknown[203.0.113.66]"...)
+		msg.Text = string(buf)
+		m.Match(nil, msg)
+	}
+	st := m.Stats()
+	got := [3]uint64{uint64(st.QueueEntries), st.QueueEvictions, st.Clients}
+	want := [3]uint64{DefaultQueueTableSize, n - DefaultQueueTableSize, n}
+	if got != want {
+		t.Errorf("Stats (entries, evictions, clients) = %v, want %v", got, want)
+	}
+}
+
+// TestQueueTableEviction shows what eviction means: the oldest message
+// loses its client and its reject is unattributed, the newest keep theirs.
+func TestQueueTableEviction(t *testing.T) {
+	m := newMatcher(t, Config{Rules: DefaultConfig().Rules, QueueTableSize: 3})
+	reject := func(qid string) []Offense {
+		return m.Match(nil, msgAt("postfix/cleanup", qid+": reject: body x from unknown[203.0.113.66]"+tail+": 5.7.1 W32 worm"))
+	}
+	for i := range 4 {
+		m.Match(nil, msgAt("postfix/smtpd", fmt.Sprintf("AAAAAA%d: client=unknown[203.0.113.%d]", i, 60+i)))
+	}
+	st := m.Stats()
+	if st.QueueEntries != 3 || st.QueueEvictions != 1 {
+		t.Fatalf("after 4 records in 3 slots: entries=%d evictions=%d, want 3 and 1", st.QueueEntries, st.QueueEvictions)
+	}
+	if got := reject("AAAAAA0"); len(got) != 0 {
+		t.Errorf("evicted message attributed: %+v", got)
+	}
+	got := reject("AAAAAA3")
+	if len(got) != 1 || got[0].Addr != netip.MustParseAddr("203.0.113.63") {
+		t.Errorf("newest message: %+v, want one offense for 203.0.113.63", got)
+	}
+	st = m.Stats()
+	if st.Unattributed[KindCleanupReject] != 1 || st.QueueEntries != 2 {
+		t.Errorf("unattributed=%d entries=%d, want 1 and 2", st.Unattributed[KindCleanupReject], st.QueueEntries)
+	}
+}
+
+func TestSetRules(t *testing.T) {
+	m := newMatcher(t, DefaultConfig())
+	relay := msgAt("postfix/smtpd", "NOQUEUE: reject: RCPT from unknown[203.0.113.66]: 454 4.7.1 <v@x>: Relay access denied; proto=ESMTP helo=<vm>")
+	if got := m.Match(nil, relay); len(got) != 0 {
+		t.Fatalf("default rules banned a relay denial: %+v", got)
+	}
+	// The client record made before the reload must survive it.
+	m.Match(nil, msgAt("postfix/smtpd", "C31CFB81BD: client=unknown[203.0.113.66]"))
+
+	bad := []Rule{{Name: "x", Pattern: Regexp{}}}
+	if err := m.SetRules(bad); err == nil {
+		t.Fatal("SetRules accepted a rule without pattern")
+	}
+	if got := m.Rules(); len(got) != 2 {
+		t.Fatalf("rules after a failed reload: %d, want the 2 defaults", len(got))
+	}
+
+	rules := append(DefaultConfig().Rules, Rule{Name: "relay", Kinds: []Kind{KindSMTPDReject}, Pattern: MustRegexp(`Relay access denied`)})
+	if err := m.SetRules(rules); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.Match(nil, relay); len(got) != 1 || got[0].Rule != "relay" {
+		t.Errorf("after reload: %+v, want one offense by rule relay", got)
+	}
+	got := m.Match(nil, msgAt("postfix/cleanup", "C31CFB81BD: reject: body x from unknown[203.0.113.66]"+tail+": 5.7.1 W32 worm"))
+	if len(got) != 1 || got[0].Addr != netip.MustParseAddr("203.0.113.66") {
+		t.Errorf("client record lost in reload: %+v", got)
+	}
+	if r := m.Rules()[2]; r.Threshold != 1 || r.Window != DefaultWindow {
+		t.Errorf("Rules() did not apply defaults: %+v", r)
+	}
+}
+
+// TestConcurrentReload runs Match against SetRules and Stats; it proves
+// something only under -race.
+func TestConcurrentReload(t *testing.T) {
+	m := newMatcher(t, DefaultConfig())
+	lines := readSample(t)
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := m.SetRules(DefaultConfig().Rules); err != nil {
+				t.Error(err)
+				return
+			}
+			_ = m.Stats()
+		}
+	})
+	total := 0
+	for range 200 {
+		for _, l := range lines {
+			total += len(m.Match(nil, parseFileLine(t, l)))
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if total != 200*6 {
+		t.Errorf("offenses = %d, want %d", total, 200*6)
+	}
+}

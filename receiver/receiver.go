@@ -1,0 +1,540 @@
+package receiver
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+)
+
+const (
+	// udpBufSize holds any UDP datagram plus one byte, so that nothing is
+	// silently truncated.
+	udpBufSize = 64<<10 + 1
+	// handshakeTimeout bounds a TLS handshake; it runs in the connection's
+	// goroutine, so a silent client only holds its own slot.
+	handshakeTimeout = 10 * time.Second
+	// deadlineEvery limits how often the idle deadline is pushed forward;
+	// once per frame would cost a timer update per message.
+	deadlineEvery = time.Second
+	// denyLogEvery is how often one denied sender may be logged at Warn.
+	denyLogEvery = time.Minute
+	// denyLogBurst bounds Warn lines for denied senders per denyLogEvery,
+	// whatever the number of (possibly spoofed) addresses.
+	denyLogBurst = 20
+)
+
+// Receiver errors.
+var (
+	ErrNoOutput     = errors.New("receiver: nil output channel")
+	ErrAlreadyUsed  = errors.New("receiver: already opened or run")
+	ErrListenerDied = errors.New("receiver: listener closed unexpectedly")
+)
+
+// Receiver serves syslog over UDP, TCP and TLS and sends parsed Messages to
+// its output channel. It is single-use: New, Open (optional), Run.
+type Receiver struct {
+	cfg     Config
+	out     chan<- Message
+	log     *slog.Logger
+	m       *metrics
+	tlsConf *tls.Config
+	allowed []netip.Prefix
+	loc     *time.Location
+	// parse is Parse; tests replace it to prove that panics are contained.
+	parse func([]byte, time.Time, *time.Location) (Message, error)
+
+	state atomic.Int32 // 0 new, 1 open, 2 running or done
+
+	udp []*net.UDPConn
+	tcp []net.Listener
+	tls []net.Listener
+
+	mu      sync.Mutex
+	closing bool
+	conns   map[net.Conn]struct{}
+
+	deny        rateLimiter
+	connLimitAt atomic.Int64 // unix seconds of the last conn_limit Warn
+}
+
+// New checks cfg, loads the TLS key pair and registers the metrics on reg
+// (nil: not registered). Messages go to out; the receiver never closes it.
+func New(cfg Config, out chan<- Message, log *slog.Logger, reg prometheus.Registerer) (*Receiver, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if out == nil {
+		return nil, ErrNoOutput
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	r := &Receiver{
+		cfg:   cfg,
+		out:   out,
+		log:   log,
+		loc:   time.Local,
+		parse: Parse,
+		conns: make(map[net.Conn]struct{}),
+		deny:  rateLimiter{every: denyLogEvery, burst: denyLogBurst},
+	}
+	for _, p := range cfg.AllowedSenders {
+		r.allowed = append(r.allowed, p.Masked())
+	}
+	if len(cfg.TLSListen) > 0 {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCertFile, cfg.TLSKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("receiver.tls_cert_file: load key pair: %w", err)
+		}
+		r.tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	r.m = m
+	return r, nil
+}
+
+// Open binds every configured socket, so that a busy port fails at start-up
+// rather than later; nothing is read until Run.
+func (r *Receiver) Open() error {
+	if !r.state.CompareAndSwap(0, 1) {
+		return ErrAlreadyUsed
+	}
+	if err := r.bind(); err != nil {
+		r.closeSockets()
+		r.state.Store(2)
+		return err
+	}
+	return nil
+}
+
+func (r *Receiver) bind() error {
+	ctx := context.Background()
+	var lc net.ListenConfig
+	for _, a := range r.cfg.UDPListen {
+		pc, err := lc.ListenPacket(ctx, "udp", a)
+		if err != nil {
+			return fmt.Errorf("listen udp %s: %w", a, err)
+		}
+		c := pc.(*net.UDPConn)
+		r.udp = append(r.udp, c)
+		if r.cfg.UDPReadBuffer > 0 {
+			got, err := setReadBuffer(c, r.cfg.UDPReadBuffer)
+			switch {
+			case err != nil:
+				r.log.Warn("cannot set UDP receive buffer", "addr", c.LocalAddr().String(), "err", err)
+			case got < r.cfg.UDPReadBuffer:
+				r.log.Warn("kernel capped the UDP receive buffer; raise net.core.rmem_max",
+					"addr", c.LocalAddr().String(), "want", r.cfg.UDPReadBuffer, "got", got)
+			}
+		}
+	}
+	for _, a := range r.cfg.TCPListen {
+		l, err := lc.Listen(ctx, "tcp", a)
+		if err != nil {
+			return fmt.Errorf("listen tcp %s: %w", a, err)
+		}
+		r.tcp = append(r.tcp, l)
+	}
+	for _, a := range r.cfg.TLSListen {
+		// Plain TCP here: the handshake belongs to the connection's
+		// goroutine, not to Accept.
+		l, err := lc.Listen(ctx, "tcp", a)
+		if err != nil {
+			return fmt.Errorf("listen tls %s: %w", a, err)
+		}
+		r.tls = append(r.tls, l)
+	}
+	return nil
+}
+
+// UDPAddrs returns the bound UDP addresses (useful with port 0).
+func (r *Receiver) UDPAddrs() []net.Addr {
+	var a []net.Addr
+	for _, c := range r.udp {
+		a = append(a, c.LocalAddr())
+	}
+	return a
+}
+
+// TCPAddrs returns the bound plain TCP addresses.
+func (r *Receiver) TCPAddrs() []net.Addr { return listenerAddrs(r.tcp) }
+
+// TLSAddrs returns the bound TLS addresses.
+func (r *Receiver) TLSAddrs() []net.Addr { return listenerAddrs(r.tls) }
+
+func listenerAddrs(ls []net.Listener) []net.Addr {
+	var a []net.Addr
+	for _, l := range ls {
+		a = append(a, l.Addr())
+	}
+	return a
+}
+
+// Run serves until ctx is done (opening the sockets first if Open was not
+// called). On cancellation it closes the listeners and every accepted
+// connection, waits for all its goroutines and returns nil. It returns an
+// error when a socket fails for good, after shutting the rest down.
+func (r *Receiver) Run(ctx context.Context) error {
+	if r.state.Load() == 0 {
+		if err := r.Open(); err != nil {
+			return err
+		}
+	}
+	if !r.state.CompareAndSwap(1, 2) {
+		return ErrAlreadyUsed
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		<-gctx.Done()
+		r.closeSockets()
+		return nil
+	})
+	for _, c := range r.udp {
+		g.Go(func() error { return r.serveUDP(gctx, c) })
+	}
+	for _, l := range r.tcp {
+		g.Go(func() error { return r.accept(gctx, g, l, TransportTCP) })
+	}
+	for _, l := range r.tls {
+		g.Go(func() error { return r.accept(gctx, g, l, TransportTLS) })
+	}
+	return g.Wait()
+}
+
+// closeSockets closes listeners, UDP sockets and every accepted connection,
+// and makes track refuse new ones.
+func (r *Receiver) closeSockets() {
+	r.mu.Lock()
+	r.closing = true
+	conns := r.conns
+	r.conns = map[net.Conn]struct{}{}
+	r.mu.Unlock()
+	for _, c := range r.udp {
+		_ = c.Close()
+	}
+	for _, l := range r.tcp {
+		_ = l.Close()
+	}
+	for _, l := range r.tls {
+		_ = l.Close()
+	}
+	for c := range conns {
+		_ = c.Close()
+	}
+}
+
+func (r *Receiver) allowedPeer(a netip.Addr) bool {
+	for _, p := range r.allowed {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *Receiver) denied(tm *transportMetrics, transport string, peer netip.Addr) {
+	tm.senderDenied.Inc()
+	if r.deny.allow(peer, time.Now()) {
+		r.log.Warn("syslog from a sender outside allowed_senders dropped",
+			"transport", transport, "peer", peer.String())
+		return
+	}
+	r.log.Debug("syslog from denied sender dropped", "transport", transport, "peer", peer.String())
+}
+
+func (r *Receiver) serveUDP(ctx context.Context, c *net.UDPConn) error {
+	tm := r.m.by[TransportUDP]
+	buf := make([]byte, udpBufSize)
+	var backoff time.Duration
+	for {
+		n, ap, err := c.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("udp %s: %w: %w", c.LocalAddr(), ErrListenerDied, err)
+			}
+			backoff = nextBackoff(backoff)
+			r.log.Warn("udp read failed", "addr", c.LocalAddr().String(), "err", err, "retry_in", backoff)
+			if !sleep(ctx, backoff) {
+				return nil
+			}
+			continue
+		}
+		backoff = 0
+		peer := ap.Addr().Unmap()
+		if !r.allowedPeer(peer) {
+			r.denied(tm, TransportUDP, peer)
+			continue
+		}
+		r.datagram(ctx, tm, peer, buf[:n])
+	}
+}
+
+// datagram handles one UDP payload. Normally it is one message; senders
+// that batch put several LF-separated lines in one datagram. Splitting only
+// where a new "<PRI>" follows keeps a multi-line message in one piece.
+func (r *Receiver) datagram(ctx context.Context, tm *transportMetrics, peer netip.Addr, b []byte) {
+	for len(b) > 0 {
+		end := len(b)
+		next := len(b)
+		for i := 0; i+1 < len(b); i++ {
+			if b[i] == '\n' && b[i+1] == '<' {
+				end, next = i, i+1
+				break
+			}
+		}
+		frame := trimEnd(b[:end])
+		b = b[next:]
+		if len(frame) == 0 {
+			continue
+		}
+		if len(frame) > r.cfg.MaxMessageSize {
+			tm.oversize.Inc()
+			r.log.Debug("oversize syslog datagram dropped", "peer", peer.String(), "len", len(frame))
+			continue
+		}
+		r.handle(ctx, tm, TransportUDP, peer, frame, false)
+	}
+}
+
+// handle parses one frame and forwards it. Streams block (backpressure
+// reaches the sender through TCP); UDP cannot push back, so a full queue
+// drops and counts instead of stalling the socket.
+func (r *Receiver) handle(ctx context.Context, tm *transportMetrics, transport string, peer netip.Addr, frame []byte, block bool) {
+	defer func() {
+		if p := recover(); p != nil {
+			tm.parseError.Inc()
+			r.log.Error("panic while parsing syslog message", "transport", transport, "peer", peer.String(), "panic", fmt.Sprint(p))
+		}
+	}()
+	msg, err := r.parse(frame, time.Now(), r.loc)
+	if err != nil {
+		tm.parseError.Inc()
+		r.log.Debug("unparsable syslog message dropped", "transport", transport, "peer", peer.String(), "err", err)
+		return
+	}
+	msg.Peer = peer
+	msg.Transport = transport
+	if block {
+		select {
+		case r.out <- msg:
+			tm.messages.Inc()
+		case <-ctx.Done():
+		}
+		return
+	}
+	select {
+	case r.out <- msg:
+		tm.messages.Inc()
+	default:
+		tm.queueFull.Inc()
+		r.log.Debug("output queue full, syslog datagram dropped", "peer", peer.String())
+	}
+}
+
+func (r *Receiver) accept(ctx context.Context, g *errgroup.Group, l net.Listener, transport string) error {
+	tm := r.m.by[transport]
+	var backoff time.Duration
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("%s %s: %w: %w", transport, l.Addr(), ErrListenerDied, err)
+			}
+			// EMFILE and friends: back off instead of spinning.
+			backoff = nextBackoff(backoff)
+			r.log.Warn("accept failed", "transport", transport, "addr", l.Addr().String(), "err", err, "retry_in", backoff)
+			if !sleep(ctx, backoff) {
+				return nil
+			}
+			continue
+		}
+		backoff = 0
+		peer := addrOf(c.RemoteAddr())
+		if !r.allowedPeer(peer) {
+			_ = c.Close()
+			r.denied(tm, transport, peer)
+			continue
+		}
+		if ok, closing := r.track(c); !ok {
+			_ = c.Close()
+			if closing {
+				return nil
+			}
+			tm.connLimit.Inc()
+			r.connLimitWarn(transport, peer)
+			continue
+		}
+		tm.conns.Inc()
+		g.Go(func() error {
+			defer r.untrack(c)
+			defer tm.conns.Dec()
+			r.serveStream(ctx, c, transport, peer, tm)
+			return nil
+		})
+	}
+}
+
+func (r *Receiver) connLimitWarn(transport string, peer netip.Addr) {
+	now := time.Now().Unix()
+	last := r.connLimitAt.Load()
+	if now-last >= int64(denyLogEvery/time.Second) && r.connLimitAt.CompareAndSwap(last, now) {
+		r.log.Warn("max_connections reached, connection refused", "transport", transport, "peer", peer.String(), "max_connections", r.cfg.MaxConnections)
+		return
+	}
+	r.log.Debug("max_connections reached, connection refused", "transport", transport, "peer", peer.String())
+}
+
+// track registers c so that shutdown can close it; it refuses when the
+// connection limit is reached or shutdown has begun.
+func (r *Receiver) track(c net.Conn) (ok, closing bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closing {
+		return false, true
+	}
+	if len(r.conns) >= r.cfg.MaxConnections {
+		return false, false
+	}
+	r.conns[c] = struct{}{}
+	return true, false
+}
+
+func (r *Receiver) untrack(c net.Conn) {
+	r.mu.Lock()
+	delete(r.conns, c)
+	r.mu.Unlock()
+	_ = c.Close()
+}
+
+func (r *Receiver) serveStream(ctx context.Context, c net.Conn, transport string, peer netip.Addr, tm *transportMetrics) {
+	log := r.log.With("transport", transport, "peer", peer.String())
+	var conn net.Conn = c
+	if transport == TransportTLS {
+		tc := tls.Server(c, r.tlsConf)
+		_ = c.SetDeadline(time.Now().Add(handshakeTimeout))
+		if err := tc.HandshakeContext(ctx); err != nil {
+			r.m.tlsHandshake.Inc()
+			log.Debug("tls handshake failed", "err", err)
+			return
+		}
+		_ = c.SetDeadline(time.Time{})
+		conn = tc
+	}
+	log.Debug("syslog sender connected")
+	fr := newFrameReader(conn, r.cfg.MaxMessageSize)
+	var pushed time.Time
+	for {
+		if now := time.Now(); now.Sub(pushed) >= deadlineEvery {
+			_ = c.SetReadDeadline(now.Add(r.cfg.IdleTimeout))
+			pushed = now
+		}
+		frame, err := fr.Next()
+		switch {
+		case err == nil:
+			r.handle(ctx, tm, transport, peer, frame, true)
+		case errors.Is(err, errOversize):
+			tm.oversize.Inc()
+			log.Debug("oversize syslog frame discarded", "max_message_size", r.cfg.MaxMessageSize)
+		case errors.Is(err, errFraming):
+			tm.framing.Inc()
+			log.Debug("syslog framing error, closing connection")
+			return
+		case errors.Is(err, io.EOF):
+			log.Debug("syslog sender disconnected")
+			return
+		default:
+			// Idle timeout, reset, or our own shutdown closing the socket.
+			log.Debug("syslog connection ended", "err", err)
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+func addrOf(a net.Addr) netip.Addr {
+	switch a := a.(type) {
+	case *net.TCPAddr:
+		return a.AddrPort().Addr().Unmap()
+	case *net.UDPAddr:
+		return a.AddrPort().Addr().Unmap()
+	}
+	return netip.Addr{}
+}
+
+func nextBackoff(d time.Duration) time.Duration {
+	const lo, hi = 5 * time.Millisecond, time.Second
+	return min(max(2*d, lo), hi)
+}
+
+// sleep waits d or until ctx is done; it reports whether to go on.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// rateLimiter decides whether a per-address event may be logged at Warn:
+// once per address per interval, and at most burst addresses per interval,
+// because UDP sources are trivially spoofed.
+type rateLimiter struct {
+	every time.Duration
+	burst int
+
+	mu     sync.Mutex
+	last   map[netip.Addr]time.Time
+	window time.Time
+	count  int
+}
+
+func (l *rateLimiter) allow(a netip.Addr, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now.Sub(l.window) >= l.every {
+		l.window, l.count = now, 0
+		// Old entries cannot suppress anything any more.
+		for k, t := range l.last {
+			if now.Sub(t) >= l.every {
+				delete(l.last, k)
+			}
+		}
+	}
+	if t, ok := l.last[a]; ok && now.Sub(t) < l.every {
+		return false
+	}
+	if l.count >= l.burst {
+		return false
+	}
+	if l.last == nil {
+		l.last = make(map[netip.Addr]time.Time)
+	}
+	l.last[a] = now
+	l.count++
+	return true
+}
