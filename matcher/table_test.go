@@ -3,7 +3,6 @@ package matcher
 import (
 	"fmt"
 	"net/netip"
-	"strconv"
 	"sync"
 	"testing"
 )
@@ -19,8 +18,7 @@ func TestQueueTableBounded(t *testing.T) {
 	msg := msgAt("postfix/smtpd", "")
 	buf := make([]byte, 0, 64)
 	for i := range n {
-		buf = strconv.AppendUint(append(buf[:0]), uint64(0x10000000+i), 16)
-		buf = append(buf, ": client=unknown[203.0.113.66]"...)
+		buf = fmt.Appendf(buf[:0], "%X: client=unknown[203.0.113.66]", 0x10000000+i)
 		msg.Text = string(buf)
 		m.Match(nil, msg)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -8,10 +9,10 @@ import (
 	"net/netip"
 	"slices"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
-	"github.com/google/nftables"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wormgate/wormgate/enforcer"
@@ -74,33 +75,36 @@ func BenchmarkRejectToKernel(b *testing.B) {
 	gw := nftest.NewNS(b)
 	startDaemon(b, gw)
 
-	conn, err := nftables.New(nftables.WithNetNSFd(gw.Fd()))
+	// nft monitor reports each committed element change from the
+	// kernel's own netlink notifications: independent of wormgate's code.
+	mon := gw.Command(context.Background(), "nft", "monitor", "new", "elements")
+	out, err := mon.StdoutPipe()
 	if err != nil {
 		b.Fatal(err)
 	}
-	mon := nftables.NewMonitor(nftables.WithMonitorObject(nftables.MonitorObjectElements), nftables.WithMonitorEventBuffer(4096))
-	events, err := conn.AddMonitor(mon)
-	if err != nil {
+	if err := mon.Start(); err != nil {
 		b.Fatal(err)
 	}
-	defer mon.Close()
+	defer func() { _ = mon.Process.Kill(); _ = mon.Wait() }()
 	seen := make(chan netip.Addr, 4096)
 	go func() {
-		for ev := range events {
-			if ev.Type != nftables.MonitorEventTypeNewSetElem {
-				continue
-			}
-			elems, ok := ev.Data.([]nftables.SetElement)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			// add element inet wormgate blocked4 { 192.0.2.7 timeout 1d expires 1d }
+			_, elems, ok := strings.Cut(sc.Text(), "{")
 			if !ok {
 				continue
 			}
-			for _, e := range elems {
-				if a, ok := netip.AddrFromSlice(e.Key); ok {
-					seen <- a.Unmap()
+			for _, e := range strings.Split(strings.TrimSuffix(strings.TrimSpace(elems), "}"), ",") {
+				if f := strings.Fields(e); len(f) > 0 {
+					if a, err := netip.ParseAddr(f[0]); err == nil {
+						seen <- a
+					}
 				}
 			}
 		}
 	}()
+	time.Sleep(200 * time.Millisecond) // let nft join the multicast group
 
 	c, err := gw.Dial(context.Background(), "tcp", "127.0.0.1:514")
 	if err != nil {

@@ -1,0 +1,82 @@
+package matcher
+
+import (
+	"net/netip"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// Reference grammar for FuzzMatch, written independently of parse.go with
+// regular expressions: the only places an address may be taken from.
+var (
+	refAnchored = regexp.MustCompile(`^(?:NOQUEUE|[0-9A-Za-z]+): (?:milter-)?reject: [A-Z-]+ from [^\[\] ]*\[([^\]]*)\](?::[0-9]+)?: `)
+	refSASL     = regexp.MustCompile(`^warning: [^\[\] ]*\[([^\]]*)\](?::[0-9]+)?: SASL `)
+	refClient   = regexp.MustCompile(`(?:^[0-9A-Za-z]+: client=|, orig_client=)[^\[\] ]*\[([^\]]*)\]`)
+)
+
+var fuzzPrograms = []string{"postfix/cleanup", "postfix/smtpd", "postfix/postscreen", "postfix/qmgr", "postfix/submission/smtpd", "postfix-out/cleanup", "exim"}
+
+// FuzzMatch feeds one arbitrary message between a fixed client= record and
+// a fixed reject. Property: every offense names the recorded client, or an
+// address that the reference grammar finds in a client record or at the
+// anchored position of the arbitrary message. A cleanup message can never
+// contribute an address.
+func FuzzMatch(f *testing.F) {
+	for _, l := range readSample(f) {
+		msg := parseFileLine(f, l)
+		for i, p := range fuzzPrograms {
+			if p == msg.Program {
+				f.Add(msg.Text, uint8(i))
+			}
+		}
+	}
+	f.Add("C31CFB81BD: client=unknown[192.0.2.1], orig_client=unknown[192.0.2.2]", uint8(1))
+	f.Add("C31CFB81BD: reject: RCPT from unknown[::ffff:192.0.2.1]:25: 5", uint8(1))
+	f.Add("warning: unknown[fe80::1%eth0]: SASL LOGIN authentication failed: x", uint8(4))
+	f.Add("C31CFB81BD: milter-reject: END-OF-MESSAGE from unknown[192.0.2.5]: 5.7.1 x", uint8(0))
+	f.Add("NOQUEUE: reject: RCPT from [192.0.2.3]:1: 550 x", uint8(2))
+	f.Add("C31CFB81BD: removed", uint8(3))
+
+	const client = "203.0.113.66"
+	f.Fuzz(func(t *testing.T, text string, prog uint8) {
+		// A rule that matches every event shows every attribution.
+		m, err := New(Config{Rules: []Rule{{Name: "any", Pattern: MustRegexp(`^`)}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+
+		program := fuzzPrograms[int(prog)%len(fuzzPrograms)]
+		allowed := map[netip.Addr]bool{netip.MustParseAddr(client): true}
+		if strings.HasSuffix(program, "/smtpd") || strings.HasSuffix(program, "/postscreen") {
+			for _, re := range []*regexp.Regexp{refAnchored, refSASL} {
+				if sm := re.FindStringSubmatch(text); sm != nil {
+					addAllowed(allowed, sm[1])
+				}
+			}
+			for _, sm := range refClient.FindAllStringSubmatch(text, -1) {
+				addAllowed(allowed, sm[1])
+			}
+		}
+
+		var offs []Offense
+		offs = m.Match(offs, msgAt("postfix/smtpd", "C31CFB81BD: client=unknown["+client+"]"))
+		msg := msgAt(program, text)
+		offs = m.Match(offs, msg)
+		offs = m.Match(offs, msgAt("postfix/cleanup", "C31CFB81BD: reject: header Subject: x from unknown[192.0.2.9]; from=<[192.0.2.10]>: 5.7.1 x"))
+		for _, o := range offs {
+			if !allowed[o.Addr] {
+				t.Errorf("offense for %v from %s %q; allowed %v", o.Addr, program, text, allowed)
+			}
+			if o.Host != "mx" || o.Rule != "any" || !o.Kind.Valid() {
+				t.Errorf("malformed offense %+v", o)
+			}
+		}
+	})
+}
+
+func addAllowed(allowed map[netip.Addr]bool, s string) {
+	if a, err := netip.ParseAddr(s); err == nil {
+		allowed[a.Unmap().WithZone("")] = true
+	}
+}
