@@ -86,3 +86,10 @@ func msgAt(program, text string) receiver.Message {
 
 // addrCmp compares netip.Addr values, whose fields cmp cannot see.
 var addrCmp = cmp.Comparer(func(a, b netip.Addr) bool { return a == b })
+
+func addrString(a netip.Addr, ok bool) (string, bool) {
+	if !ok {
+		return "", false
+	}
+	return a.String(), true
+}

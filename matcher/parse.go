@@ -33,30 +33,42 @@ func splitProgram(program string) (instance, service string, ok bool) {
 // neither and is handled by the callers.
 func cutQueueID(s string) (qid, rest string, ok bool) {
 	n := 0
-	shortForm := true
-scan:
-	for n < len(s) {
-		c := s[n]
-		switch {
-		case '0' <= c && c <= '9', 'A' <= c && c <= 'F':
-		case 'G' <= c && c <= 'Z', 'a' <= c && c <= 'z':
-			shortForm = false
-		default:
-			break scan
+	var seen byte
+	for n < len(s) && n <= maxQueueIDLen {
+		c := qidClass[s[n]]
+		if c == 0 {
+			break
 		}
+		seen |= c
 		n++
-		if n > maxQueueIDLen {
-			return "", "", false
-		}
 	}
-	if n+1 >= len(s) || s[n] != ':' || s[n+1] != ' ' {
+	if n > maxQueueIDLen || n+1 >= len(s) || s[n] != ':' || s[n+1] != ' ' {
 		return "", "", false
 	}
-	if n < 6 || (!shortForm && n < 10) {
+	if n < 6 || (seen&qidLong != 0 && n < 10) {
 		return "", "", false
 	}
 	return s[:n], s[n+2:], true
 }
+
+// Character classes of queue IDs: qidShort for [0-9A-F], which both forms
+// use, qidLong for the rest of [0-9A-Za-z], which only long IDs use.
+const (
+	qidShort = 1 << iota
+	qidLong
+)
+
+var qidClass = func() (t [256]byte) {
+	for c := range 256 {
+		switch {
+		case '0' <= c && c <= '9', 'A' <= c && c <= 'F':
+			t[c] = qidShort
+		case 'G' <= c && c <= 'Z', 'a' <= c && c <= 'z':
+			t[c] = qidLong
+		}
+	}
+	return t
+}()
 
 // cutNamAddr parses the "name[addr]" or "name[addr]:port" that Postfix
 // writes for a client at the start of s. name is "unknown", a verified

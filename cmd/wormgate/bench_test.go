@@ -31,7 +31,7 @@ func BenchmarkDecisionPath(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	enf, err := enforcer.New(cfg.Enforcer, rulePolicies(cfg.Matcher.Rules), enforcer.NewDryRun(slog.New(slog.NewTextHandler(io.Discard, nil))),
+	enf, err := enforcer.New(cfg.Enforcer, rulePolicies(cfg.Matcher), enforcer.NewDryRun(slog.New(slog.NewTextHandler(io.Discard, nil))),
 		slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
 	if err != nil {
 		b.Fatal(err)

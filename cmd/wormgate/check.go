@@ -84,7 +84,7 @@ func newChecker(cfg Config) (*checker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errConfig, err)
 	}
-	p, err := enforcer.NewPolicy(cfg.Enforcer, rulePolicies(cfg.Matcher.Rules))
+	p, err := enforcer.NewPolicy(cfg.Enforcer, rulePolicies(cfg.Matcher))
 	if err != nil {
 		return nil, err
 	}

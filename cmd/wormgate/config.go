@@ -112,8 +112,10 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// rulePolicies is the enforcer's view of the matcher's rules.
-func rulePolicies(rules []matcher.Rule) map[string]enforcer.RulePolicy {
+// rulePolicies is the enforcer's view of the matcher's rules, with the
+// matcher's defaults for what a rule leaves out.
+func rulePolicies(c matcher.Config) map[string]enforcer.RulePolicy {
+	rules := c.WithDefaults().Rules
 	m := make(map[string]enforcer.RulePolicy, len(rules))
 	for _, r := range rules {
 		m[r.Name] = enforcer.RulePolicy{Threshold: r.Threshold, Window: r.Window, BanFor: r.BanFor, DryRun: r.DryRun}

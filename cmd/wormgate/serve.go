@@ -74,7 +74,7 @@ func serve(ctx context.Context, cfg Config, path string, log *slog.Logger) error
 		return fmt.Errorf("%w: %w", errConfig, err)
 	}
 	reg.MustRegister(matcherCollector{m})
-	enf, err := enforcer.New(cfg.Enforcer, rulePolicies(cfg.Matcher.Rules), fw, log, reg)
+	enf, err := enforcer.New(cfg.Enforcer, rulePolicies(cfg.Matcher), fw, log, reg)
 	if err != nil {
 		return err
 	}
@@ -178,7 +178,7 @@ func reload(path string, current *atomic.Pointer[Config], m *matcher.Matcher, en
 		log.Error("reload failed; keeping the old config", "err", err)
 		return
 	}
-	enf.SetRules(rulePolicies(cfg.Matcher.Rules))
+	enf.SetRules(rulePolicies(cfg.Matcher))
 	current.Store(&cfg)
 	log.Info("config reloaded", "path", path, "rules", len(cfg.Matcher.Rules))
 }
