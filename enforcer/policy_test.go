@@ -180,4 +180,3 @@ func TestConfigValidate(t *testing.T) {
 func containsField(msg, field string) bool {
 	return strings.Contains(msg, field+":")
 }
-

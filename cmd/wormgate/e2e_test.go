@@ -460,4 +460,3 @@ func cmpStrings(a, b []string) string {
 	}
 	return sb.String()
 }
-

@@ -2,8 +2,8 @@ package main
 
 import (
 	"encoding/json"
-	"net/http"
 	"net"
+	"net/http"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -133,7 +133,6 @@ func (s *status) counters() map[string]float64 {
 	}
 	return out
 }
-
 
 func writeJSON(w http.ResponseWriter, v any) {
 	w.Header().Set("Content-Type", "application/json")

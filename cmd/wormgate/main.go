@@ -1,5 +1,3 @@
-// Command wormgate receives the mail log of MX hosts over syslog and
-// drops the clients that worms and abusers use in the gateway's kernel.
 package main
 
 import (
