@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"time"
 )
 
@@ -22,6 +23,23 @@ type Config struct {
 	// MaxActiveBans caps the active bans; offenders past it are counted
 	// and not banned, so a flood cannot exhaust the kernel's memory.
 	MaxActiveBans int `yaml:"max_active_bans"`
+	// MaxNewBansPerSecond caps how fast new bans start (a token bucket
+	// that holds one second's worth); offenders past it are counted and
+	// banned on their next offense, so a flood of forged offenders cannot
+	// fill the kernel in a moment. Extensions and manual bans are not
+	// limited.
+	MaxNewBansPerSecond int `yaml:"max_new_bans_per_second"`
+	// EscalationFactor multiplies the ban duration once for every earlier
+	// ban of the same address that the offender memory still holds;
+	// 1 disables escalation.
+	EscalationFactor float64 `yaml:"escalation_factor"`
+	// MaxBanFor caps escalated ban durations; it never shortens a rule's
+	// own ban_for.
+	MaxBanFor time.Duration `yaml:"max_ban_for"`
+	// StateDir holds the durable record of active bans and offender
+	// history (check never uses it). Empty keeps no record: bans then
+	// survive a restart only as long as the kernel table does.
+	StateDir string `yaml:"state_dir"`
 	// DryRun logs what would be blocked and never touches the kernel.
 	DryRun bool `yaml:"dry_run"`
 	// NFTables configures the kernel side.
@@ -38,9 +56,13 @@ type NFTablesYAML struct {
 // DefaultConfig returns the enforcer's defaults.
 func DefaultConfig() Config {
 	return Config{
-		BanFor:            24 * time.Hour,
-		OffenderCacheSize: 100_000,
-		MaxActiveBans:     1_000_000,
+		BanFor:              24 * time.Hour,
+		OffenderCacheSize:   100_000,
+		MaxActiveBans:       1_000_000,
+		MaxNewBansPerSecond: 1000,
+		EscalationFactor:    2,
+		MaxBanFor:           7 * 24 * time.Hour,
+		StateDir:            "/var/lib/wormgate",
 		NFTables: NFTablesYAML{
 			Table: "wormgate",
 			Ports: []uint16{25, 465, 587},
@@ -77,6 +99,18 @@ func (c Config) Validate() error {
 	}
 	if c.MaxActiveBans < 1 {
 		return fmt.Errorf("%w: enforcer.max_active_bans: must be at least 1, got %d", ErrInvalidConfig, c.MaxActiveBans)
+	}
+	if c.MaxNewBansPerSecond < 1 {
+		return fmt.Errorf("%w: enforcer.max_new_bans_per_second: must be at least 1, got %d", ErrInvalidConfig, c.MaxNewBansPerSecond)
+	}
+	if !(c.EscalationFactor >= 1 && c.EscalationFactor <= 100) {
+		return fmt.Errorf("%w: enforcer.escalation_factor: must be between 1 and 100, got %v", ErrInvalidConfig, c.EscalationFactor)
+	}
+	if c.MaxBanFor < c.BanFor {
+		return fmt.Errorf("%w: enforcer.max_ban_for: must be at least ban_for (%v), got %v", ErrInvalidConfig, c.BanFor, c.MaxBanFor)
+	}
+	if c.StateDir != "" && !filepath.IsAbs(c.StateDir) {
+		return fmt.Errorf("%w: enforcer.state_dir: must be an absolute path, got %q", ErrInvalidConfig, c.StateDir)
 	}
 	if c.NFTables.Table == "" || len(c.NFTables.Table) > 255 {
 		return fmt.Errorf("%w: enforcer.nftables.table: must be 1 to 255 characters", ErrInvalidConfig)

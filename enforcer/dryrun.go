@@ -41,6 +41,30 @@ func (d *DryRun) Setup(ctx context.Context) error {
 	return nil
 }
 
+// Restore replaces what the dry run remembers with elems.
+func (d *DryRun) Restore(ctx context.Context, elems []Element) error {
+	bans := make(map[netip.Addr]time.Time, len(elems))
+	now := d.now()
+	for _, e := range elems {
+		a, t, err := normalize(e)
+		if err != nil {
+			return fmt.Errorf("dry run restore: %w", err)
+		}
+		bans[a] = now.Add(t)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.checkLocked(ctx, "restore"); err != nil {
+		return err
+	}
+	d.bans = bans
+	d.log.Info("dry run: would restore the ruleset", "bans", len(bans))
+	return nil
+}
+
+// Check has nothing to compare: a dry run has no ruleset to lose.
+func (d *DryRun) Check(ctx context.Context) error { return d.check(ctx, "check") }
+
 // Add records the bans and logs each one.
 func (d *DryRun) Add(ctx context.Context, elems []Element) error {
 	type ban struct {

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"math"
 	"net/netip"
 	"slices"
 	"sync"
@@ -20,29 +22,65 @@ import (
 // ErrCapReached is returned when a ban would exceed MaxActiveBans.
 var ErrCapReached = errors.New("active ban cap reached")
 
-// flushTimeout bounds the last write to the kernel after shutdown began.
-const flushTimeout = 5 * time.Second
+// ErrRateLimited is returned when a new ban would exceed
+// MaxNewBansPerSecond.
+var ErrRateLimited = errors.New("new ban rate limit reached")
+
+const (
+	// flushTimeout bounds the last write to the kernel after shutdown began.
+	flushTimeout = 5 * time.Second
+	// reconcileEvery is how often the ruleset is checked; a deleted table
+	// is back within this plus one restore.
+	reconcileEvery = time.Second
+	// auditEvery is how often the kernel sets are read back and compared
+	// with the record; reading 100k elements takes about a second.
+	auditEvery = 10 * time.Minute
+	// auditSlack skips bans that may have expired in the kernel by the
+	// time it is read.
+	auditSlack = 2 * time.Second
+	// startAttempts bounds the start-up retries of the first kernel write.
+	startAttempts = 5
+)
 
 // Enforcer is the live side of the policy: it keeps the record of active
 // bans (the source of truth; the kernel is only read back to audit) and is
-// the only writer of the firewall.
+// the only writer of the firewall. With a Store, every batch is committed
+// to disk before it is written to the kernel.
 type Enforcer struct {
 	log       *slog.Logger
 	fw        Firewall
+	store     *Store
 	maxActive int
+	history   int
 	now       func() time.Time
 	m         metrics
 
-	kick  chan struct{}
-	ready atomic.Bool
-	// wmu orders firewall writes, so an unban can never be overtaken by
-	// an add of the same address that was already on its way.
+	reconcileEvery time.Duration
+	auditEvery     time.Duration
+
+	kick        chan struct{}
+	ready       atomic.Bool
+	needRestore atomic.Bool
+	restores    atomic.Uint64
+	// wmu orders firewall and store writes, so an unban can never be
+	// overtaken by an add of the same address that was already on its way.
 	wmu sync.Mutex
 
 	mu      sync.Mutex
 	policy  *Policy
 	active  map[netip.Addr]Ban
 	pending map[netip.Addr]struct{}
+	// dels are bans to delete from the store (expired or lifted).
+	dels map[netip.Addr]struct{}
+	// The new-ban token bucket.
+	rate   float64
+	tokens float64
+	filled time.Time
+
+	smu       sync.Mutex
+	lastErr   string
+	lastErrAt time.Time
+	degraded  bool
 }
 
 type metrics struct {
@@ -51,23 +89,60 @@ type metrics struct {
 	refused    *prometheus.CounterVec
 	fwErrors   *prometheus.CounterVec
 	fwDuration prometheus.Histogram
+	restores   prometheus.Counter
+	audit      *prometheus.CounterVec
+	storeErrs  prometheus.Counter
+}
+
+// Option adjusts an Enforcer at construction.
+type Option func(*Enforcer)
+
+// WithStore makes the enforcer durable: Run loads the active bans and the
+// offender history from s, and every batch is committed to s before the
+// kernel sees it. The caller closes s after Run returned.
+func WithStore(s *Store) Option { return func(e *Enforcer) { e.store = s } }
+
+// WithIntervals sets how often the ruleset is checked and the sets are
+// audited (defaults 1s and 10m); tests shorten them.
+func WithIntervals(reconcile, audit time.Duration) Option {
+	return func(e *Enforcer) {
+		if reconcile > 0 {
+			e.reconcileEvery = reconcile
+		}
+		if audit > 0 {
+			e.auditEvery = audit
+		}
+	}
 }
 
 // New builds an enforcer writing to fw. cfg must be valid.
-func New(cfg Config, rules map[string]RulePolicy, fw Firewall, log *slog.Logger, reg prometheus.Registerer) (*Enforcer, error) {
+func New(cfg Config, rules map[string]RulePolicy, fw Firewall, log *slog.Logger, reg prometheus.Registerer, opts ...Option) (*Enforcer, error) {
 	p, err := NewPolicy(cfg, rules)
 	if err != nil {
 		return nil, err
 	}
+	rate := float64(cfg.MaxNewBansPerSecond)
+	if rate <= 0 {
+		rate = math.Inf(1)
+	}
 	e := &Enforcer{
-		log:       log,
-		fw:        fw,
-		maxActive: cfg.MaxActiveBans,
-		now:       time.Now,
-		kick:      make(chan struct{}, 1),
-		policy:    p,
-		active:    make(map[netip.Addr]Ban),
-		pending:   make(map[netip.Addr]struct{}),
+		log:            log,
+		fw:             fw,
+		maxActive:      cfg.MaxActiveBans,
+		history:        cfg.OffenderCacheSize,
+		now:            time.Now,
+		reconcileEvery: reconcileEvery,
+		auditEvery:     auditEvery,
+		kick:           make(chan struct{}, 1),
+		policy:         p,
+		active:         make(map[netip.Addr]Ban),
+		pending:        make(map[netip.Addr]struct{}),
+		dels:           make(map[netip.Addr]struct{}),
+		rate:           rate,
+		tokens:         rate,
+	}
+	for _, o := range opts {
+		o(e)
 	}
 	e.m = metrics{
 		offenses: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -77,7 +152,7 @@ func New(cfg Config, rules map[string]RulePolicy, fw Firewall, log *slog.Logger,
 			Name: "wormgate_bans_added_total", Help: "Bans started or extended, by rule.",
 		}, []string{"rule"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "wormgate_bans_refused_total", Help: "Bans not made, by reason (never_block, cap, dry_run).",
+			Name: "wormgate_bans_refused_total", Help: "Bans not made, by reason (never_block, cap, rate, dry_run).",
 		}, []string{"reason"}),
 		fwErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "wormgate_firewall_errors_total", Help: "Failed firewall operations (they are retried), by operation.",
@@ -86,12 +161,24 @@ func New(cfg Config, rules map[string]RulePolicy, fw Firewall, log *slog.Logger,
 			Name: "wormgate_firewall_write_duration_seconds", Help: "Time of one batched firewall write.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 8),
 		}),
+		restores: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "wormgate_firewall_restores_total", Help: "Rulesets rebuilt from the record after they were deleted or changed.",
+		}),
+		audit: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wormgate_firewall_audit_differences_total", Help: "Differences the audit found and repaired between the kernel sets and the record, by kind (missing, extra).",
+		}, []string{"kind"}),
+		storeErrs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "wormgate_store_errors_total", Help: "Failed commits to the durable record (they are retried).",
+		}),
 	}
-	for _, r := range []string{"never_block", "cap", "dry_run"} {
+	for _, r := range []string{"never_block", "cap", "rate", "dry_run"} {
 		e.m.refused.WithLabelValues(r)
 	}
-	for _, op := range []string{"setup", "add", "delete"} {
+	for _, op := range []string{"setup", "restore", "check", "add", "delete", "list"} {
 		e.m.fwErrors.WithLabelValues(op)
+	}
+	for _, k := range []string{"missing", "extra"} {
+		e.m.audit.WithLabelValues(k)
 	}
 	active := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "wormgate_bans_active", Help: "Addresses banned now.",
@@ -103,12 +190,30 @@ func New(cfg Config, rules map[string]RulePolicy, fw Firewall, log *slog.Logger,
 		defer e.mu.Unlock()
 		return float64(len(e.pending))
 	})
-	for _, c := range []prometheus.Collector{e.m.offenses, e.m.added, e.m.refused, e.m.fwErrors, e.m.fwDuration, active, pending} {
+	degraded := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "wormgate_firewall_degraded", Help: "1 while the last firewall or record write failed and has not yet succeeded.",
+	}, func() float64 {
+		if e.Status().Degraded {
+			return 1
+		}
+		return 0
+	})
+	for _, c := range []prometheus.Collector{e.m.offenses, e.m.added, e.m.refused, e.m.fwErrors, e.m.fwDuration,
+		e.m.restores, e.m.audit, e.m.storeErrs, active, pending, degraded} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("new enforcer: register metrics: %w", err)
 		}
 	}
 	return e, nil
+}
+
+// AddNeverBlock protects more prefixes (the gateway's own addresses, the
+// syslog senders). Call it before Run: bans in the record that it
+// protects are dropped at start-up.
+func (e *Enforcer) AddNeverBlock(prefixes ...netip.Prefix) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.policy.AddNeverBlock(prefixes...)
 }
 
 // SetRules swaps the rule policies (config reload); history is kept.
@@ -123,14 +228,23 @@ func (e *Enforcer) SetRules(rules map[string]RulePolicy) {
 func (e *Enforcer) Offend(off matcher.Offense) Decision {
 	now := e.now()
 	off.Time = now
+	addr := off.Addr.Unmap()
 	e.mu.Lock()
+	prev := e.policy.banState(addr)
 	d := e.policy.Observe(off)
 	switch d.Verdict {
 	case VerdictBan, VerdictExtend:
-		if err := e.activateLocked(d.Ban, now); err != nil {
+		if err := e.activateLocked(d.Ban, now, true); err != nil {
+			// Undo the policy's ban, so that the next offense tries again
+			// and does not count as an escalation.
+			e.policy.setBanState(addr, prev)
 			e.mu.Unlock()
-			e.m.offenses.WithLabelValues(off.Rule, "cap").Inc()
-			e.log.Warn("ban refused", "addr", d.Ban.Addr, "rule", off.Rule, "err", err)
+			reason := "cap"
+			if errors.Is(err, ErrRateLimited) {
+				reason = "rate"
+			}
+			e.m.offenses.WithLabelValues(off.Rule, reason).Inc()
+			e.log.Debug("ban refused", "addr", d.Ban.Addr, "rule", off.Rule, "err", err)
 			return d
 		}
 	case VerdictNeverBlock:
@@ -154,8 +268,9 @@ func (e *Enforcer) Offend(off matcher.Offense) Decision {
 	return d
 }
 
-// activateLocked records b as active from now and queues its kernel write.
-func (e *Enforcer) activateLocked(b Ban, now time.Time) error {
+// activateLocked records b as active from now and queues its kernel
+// write. limited subjects a new ban to the rate limit.
+func (e *Enforcer) activateLocked(b Ban, now time.Time, limited bool) error {
 	b.Start = now
 	b.Until = now.Add(b.Duration)
 	old, exists := e.active[b.Addr]
@@ -164,13 +279,21 @@ func (e *Enforcer) activateLocked(b Ban, now time.Time) error {
 			return nil
 		}
 		b.Start = old.Start
-	} else if len(e.active) >= e.maxActive {
-		e.sweepLocked(now)
+		b.Manual = b.Manual || old.Manual
+	} else {
 		if len(e.active) >= e.maxActive {
-			e.m.refused.WithLabelValues("cap").Inc()
-			return fmt.Errorf("ban %v: %w (%d)", b.Addr, ErrCapReached, e.maxActive)
+			e.sweepLocked(now)
+			if len(e.active) >= e.maxActive {
+				e.m.refused.WithLabelValues("cap").Inc()
+				return fmt.Errorf("ban %v: %w (%d)", b.Addr, ErrCapReached, e.maxActive)
+			}
+		}
+		if limited && !e.takeTokenLocked(now) {
+			e.m.refused.WithLabelValues("rate").Inc()
+			return fmt.Errorf("ban %v: %w (%v/s)", b.Addr, ErrRateLimited, e.rate)
 		}
 	}
+	delete(e.dels, b.Addr)
 	e.active[b.Addr] = b
 	e.pending[b.Addr] = struct{}{}
 	select {
@@ -180,8 +303,25 @@ func (e *Enforcer) activateLocked(b Ban, now time.Time) error {
 	return nil
 }
 
+// takeTokenLocked is a token bucket holding one second's worth of bans.
+func (e *Enforcer) takeTokenLocked(now time.Time) bool {
+	if math.IsInf(e.rate, 1) {
+		return true
+	}
+	if el := now.Sub(e.filled); el > 0 {
+		e.tokens = min(e.rate, e.tokens+el.Seconds()*e.rate)
+	}
+	e.filled = now
+	if e.tokens < 1 {
+		return false
+	}
+	e.tokens--
+	return true
+}
+
 // Ban bans addr by hand for d. It refuses protected addresses with an
-// error naming the prefix.
+// error naming the prefix. Manual bans are not rate limited; the cap on
+// active bans applies.
 func (e *Enforcer) Ban(addr netip.Addr, d time.Duration, reason string) (Ban, error) {
 	addr = addr.Unmap()
 	if !addr.IsValid() {
@@ -201,14 +341,18 @@ func (e *Enforcer) Ban(addr netip.Addr, d time.Duration, reason string) (Ban, er
 		return Ban{}, fmt.Errorf("ban %v: %w (%v)", addr, ErrNeverBlock, pfx)
 	}
 	b := Ban{Addr: addr, Rule: reason, Duration: d, Manual: true}
-	if err := e.activateLocked(b, now); err != nil {
+	if err := e.activateLocked(b, now, false); err != nil {
 		return Ban{}, err
 	}
+	b = e.active[addr]
+	e.policy.noteBan(addr, now, b.Until)
 	e.m.added.WithLabelValues(reason).Inc()
-	return e.active[addr], nil
+	return b, nil
 }
 
-// Unban lifts a ban now, in the record and in the kernel.
+// Unban lifts a ban now: first in the record, then in the kernel, so a
+// crash in between leaves at worst a kernel element that the next
+// start-up or audit removes.
 func (e *Enforcer) Unban(ctx context.Context, addr netip.Addr) error {
 	addr = addr.Unmap()
 	e.wmu.Lock()
@@ -216,9 +360,21 @@ func (e *Enforcer) Unban(ctx context.Context, addr netip.Addr) error {
 	e.mu.Lock()
 	delete(e.active, addr)
 	delete(e.pending, addr)
+	e.policy.liftBan(addr)
 	e.mu.Unlock()
+	if e.store != nil {
+		if err := e.store.Commit(nil, nil, []netip.Addr{addr}); err != nil {
+			e.m.storeErrs.Inc()
+			e.mu.Lock()
+			e.dels[addr] = struct{}{}
+			e.mu.Unlock()
+			e.fail(err)
+			return fmt.Errorf("unban %v: %w", addr, err)
+		}
+	}
 	if err := e.fw.Delete(ctx, []netip.Addr{addr}); err != nil {
 		e.m.fwErrors.WithLabelValues("delete").Inc()
+		e.fail(err)
 		return fmt.Errorf("unban %v: %w", addr, err)
 	}
 	return nil
@@ -248,27 +404,100 @@ func (e *Enforcer) Offender(addr netip.Addr) (Offender, bool) {
 	return e.policy.Offender(addr)
 }
 
-// sweepLocked forgets expired bans; the kernel expires them by itself.
+// Status is the enforcer's health as the status page shows it.
+type Status struct {
+	Ready bool `json:"ready"`
+	// Degraded is true while the last firewall or record operation
+	// failed; bans are kept and retried.
+	Degraded    bool      `json:"degraded"`
+	LastError   string    `json:"last_error,omitempty"`
+	LastErrorAt time.Time `json:"last_error_at,omitzero"`
+	Pending     int       `json:"pending"`
+	Restores    uint64    `json:"restores"`
+	Durable     bool      `json:"durable"`
+}
+
+// Status reports readiness and the last failure.
+func (e *Enforcer) Status() Status {
+	e.mu.Lock()
+	pending := len(e.pending)
+	e.mu.Unlock()
+	e.smu.Lock()
+	defer e.smu.Unlock()
+	return Status{
+		Ready: e.ready.Load(), Degraded: e.degraded, LastError: e.lastErr, LastErrorAt: e.lastErrAt,
+		Pending: pending, Restores: e.restores.Load(), Durable: e.store != nil,
+	}
+}
+
+func (e *Enforcer) fail(err error) {
+	e.smu.Lock()
+	defer e.smu.Unlock()
+	e.degraded = true
+	e.lastErr = err.Error()
+	e.lastErrAt = e.now()
+}
+
+func (e *Enforcer) succeed() {
+	e.smu.Lock()
+	defer e.smu.Unlock()
+	e.degraded = false
+}
+
+// sweepLocked forgets expired bans (the kernel expires them by itself)
+// and queues their deletion from the record.
 func (e *Enforcer) sweepLocked(now time.Time) {
 	for a, b := range e.active {
 		if !b.Until.After(now) {
 			delete(e.active, a)
+			if e.store != nil {
+				e.dels[a] = struct{}{}
+			}
 		}
 	}
 }
 
-// Run sets up the firewall and then writes decided bans to it in
-// batches until ctx is done; what is still pending then is written with
-// a fresh deadline, so a shutdown does not lose a decided ban.
+// load fills the record from the store; protected addresses are dropped.
+func (e *Enforcer) load() error {
+	now := e.now()
+	bans, hist, err := e.store.Load(now, e.history)
+	if err != nil {
+		return err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.policy.RestoreHistory(hist)
+	dropped := 0
+	for _, b := range bans {
+		if pfx, ok := e.policy.Protected(b.Addr); ok {
+			e.log.Warn("recorded ban dropped: address is on the never-block list", "addr", b.Addr, "prefix", pfx)
+			e.dels[b.Addr] = struct{}{}
+			dropped++
+			continue
+		}
+		e.active[b.Addr] = b
+	}
+	e.log.Info("record loaded", "bans", len(bans)-dropped, "offenders", len(hist), "dropped", dropped)
+	return nil
+}
+
+// Run loads the record, sets up the firewall with every recorded ban in
+// one batch and then writes decided bans in batches until ctx is done;
+// what is still pending then is written with a fresh deadline, so a
+// shutdown does not lose a decided ban. Every second it checks the
+// ruleset and restores it from the record if it was deleted or changed.
 func (e *Enforcer) Run(ctx context.Context) error {
-	if err := e.fw.Setup(ctx); err != nil {
-		e.m.fwErrors.WithLabelValues("setup").Inc()
+	if err := e.start(ctx); err != nil {
 		return fmt.Errorf("enforcer: %w", err)
 	}
 	e.ready.Store(true)
-	e.log.Info("firewall ready")
+	e.log.Info("firewall ready", "bans", len(e.Bans()), "durable", e.store != nil)
 	sweep := time.NewTicker(time.Minute)
 	defer sweep.Stop()
+	reconcile := time.NewTicker(e.reconcileEvery)
+	defer reconcile.Stop()
+	audit := time.NewTicker(e.auditEvery)
+	defer audit.Stop()
 	backoff := time.Duration(0)
 	for {
 		var retry <-chan time.Time
@@ -288,6 +517,13 @@ func (e *Enforcer) Run(ctx context.Context) error {
 			e.mu.Lock()
 			e.sweepLocked(e.now())
 			e.mu.Unlock()
+		case <-reconcile.C:
+			e.reconcile(ctx)
+			continue
+		case <-audit.C:
+			if _, _, err := e.Audit(ctx); err != nil {
+				e.log.Error("audit failed", "err", err)
+			}
 			continue
 		case <-e.kick:
 		case <-retry:
@@ -301,6 +537,124 @@ func (e *Enforcer) Run(ctx context.Context) error {
 	}
 }
 
+// start brings the kernel in line with the record before anything else
+// is written. Without a store it only sets up (adopting what the kernel
+// holds); with one, the recorded bans replace the sets' contents in the
+// same batch as the setup.
+func (e *Enforcer) start(ctx context.Context) error {
+	if e.store != nil {
+		if err := e.load(); err != nil {
+			return err
+		}
+	}
+	backoff := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		var err error
+		if e.store != nil {
+			err = e.write(ctx, true)
+		} else if err = e.fw.Setup(ctx); err != nil {
+			e.m.fwErrors.WithLabelValues("setup").Inc()
+			e.fail(err)
+		}
+		if err == nil {
+			return nil
+		}
+		if attempt == startAttempts || errors.Is(err, ErrIncompatibleSet) || ctx.Err() != nil {
+			return err
+		}
+		e.log.Error("firewall set-up failed; retrying", "err", err, "retry_in", backoff)
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		backoff *= 2
+	}
+}
+
+// reconcile checks the ruleset and restores it when it drifted or when an
+// earlier restore failed.
+func (e *Enforcer) reconcile(ctx context.Context) {
+	if !e.needRestore.Load() {
+		err := e.fw.Check(ctx)
+		if err == nil {
+			return
+		}
+		if !errors.Is(err, ErrDrift) {
+			e.m.fwErrors.WithLabelValues("check").Inc()
+			e.fail(err)
+			e.log.Error("firewall check failed", "err", err)
+			return
+		}
+		e.log.Warn("ruleset changed behind wormgate's back; restoring it from the record", "why", err)
+	}
+	start := time.Now()
+	if err := e.write(ctx, true); err != nil {
+		e.needRestore.Store(true)
+		e.log.Error("ruleset restore failed; retrying", "err", err)
+		return
+	}
+	e.needRestore.Store(false)
+	e.restores.Add(1)
+	e.m.restores.Inc()
+	e.log.Warn("ruleset restored", "bans", len(e.Bans()), "took", time.Since(start))
+}
+
+// Audit reads the kernel sets back and repairs differences with the
+// record: recorded bans missing from the kernel are re-added, kernel
+// elements the record does not hold are removed. It is slow on big sets
+// and holds up other writes meanwhile.
+func (e *Enforcer) Audit(ctx context.Context) (missing, extra int, err error) {
+	e.wmu.Lock()
+	defer e.wmu.Unlock()
+	elems, err := e.fw.List(ctx)
+	if err != nil {
+		e.m.fwErrors.WithLabelValues("list").Inc()
+		return 0, 0, fmt.Errorf("audit: %w", err)
+	}
+	now := e.now()
+	inKernel := make(map[netip.Addr]struct{}, len(elems))
+	var extras []netip.Addr
+	e.mu.Lock()
+	for _, el := range elems {
+		a := el.Addr.Unmap()
+		inKernel[a] = struct{}{}
+		if b, ok := e.active[a]; !ok || !b.Until.After(now) {
+			extras = append(extras, a)
+		}
+	}
+	for a, b := range e.active {
+		if _, ok := inKernel[a]; ok || b.Until.Sub(now) < auditSlack {
+			continue
+		}
+		if _, ok := e.pending[a]; ok {
+			continue
+		}
+		missing++
+		e.pending[a] = struct{}{}
+	}
+	e.mu.Unlock()
+	extra = len(extras)
+	e.m.audit.WithLabelValues("missing").Add(float64(missing))
+	e.m.audit.WithLabelValues("extra").Add(float64(extra))
+	if missing > 0 || extra > 0 {
+		e.log.Warn("audit found differences between kernel and record", "missing", missing, "extra", extra)
+	}
+	if missing > 0 {
+		select {
+		case e.kick <- struct{}{}:
+		default:
+		}
+	}
+	if extra > 0 {
+		if err := e.fw.Delete(ctx, extras); err != nil {
+			e.m.fwErrors.WithLabelValues("delete").Inc()
+			return missing, extra, fmt.Errorf("audit: %w", err)
+		}
+	}
+	return missing, extra, nil
+}
+
 // Ready reports whether the firewall has been set up.
 func (e *Enforcer) Ready() bool { return e.ready.Load() }
 
@@ -308,41 +662,104 @@ func (e *Enforcer) Ready() bool { return e.ready.Load() }
 // wait for the kernel; the daemon relies on Run.
 func (e *Enforcer) Flush(ctx context.Context) error { return e.flush(ctx) }
 
-func (e *Enforcer) flush(ctx context.Context) error {
+func (e *Enforcer) flush(ctx context.Context) error { return e.write(ctx, false) }
+
+// write commits the pending bans and deletions to the store and then
+// writes the bans to the kernel: with full, all active bans in one
+// restore batch, else the pending ones. A failure puts everything back
+// to be retried.
+func (e *Enforcer) write(ctx context.Context, full bool) error {
 	e.wmu.Lock()
 	defer e.wmu.Unlock()
 	now := e.now()
 	e.mu.Lock()
-	if len(e.pending) == 0 {
+	if !full && len(e.pending) == 0 && len(e.dels) == 0 {
 		e.mu.Unlock()
 		return nil
 	}
-	elems := make([]Element, 0, len(e.pending))
+	bans := make([]Ban, 0, len(e.pending))
+	var hist []History
+	if e.store != nil {
+		hist = make([]History, 0, len(e.pending))
+	}
 	for a := range e.pending {
-		if b, ok := e.active[a]; ok && b.Until.After(now) {
-			elems = append(elems, Element{Addr: a, Timeout: b.Until.Sub(now)})
+		b, ok := e.active[a]
+		if !ok || !b.Until.After(now) {
+			continue
+		}
+		bans = append(bans, b)
+		if e.store != nil {
+			if h, ok := e.policy.history(a); ok {
+				hist = append(hist, h)
+			}
 		}
 	}
+	queued := slices.Collect(maps.Keys(e.pending))
+	dels := slices.Collect(maps.Keys(e.dels))
 	clear(e.pending)
+	clear(e.dels)
+	var elems []Element
+	if full {
+		elems = make([]Element, 0, len(e.active))
+		for a, b := range e.active {
+			if b.Until.After(now) {
+				elems = append(elems, Element{Addr: a, Timeout: b.Until.Sub(now)})
+			}
+		}
+	} else {
+		elems = make([]Element, 0, len(bans))
+		for _, b := range bans {
+			elems = append(elems, Element{Addr: b.Addr, Timeout: b.Until.Sub(now)})
+		}
+	}
 	e.mu.Unlock()
-	if len(elems) == 0 {
+
+	if e.store != nil {
+		if err := e.store.Commit(bans, hist, dels); err != nil {
+			e.m.storeErrs.Inc()
+			e.requeue(queued, dels)
+			e.fail(err)
+			return fmt.Errorf("write %d bans: %w", len(bans), err)
+		}
+	}
+	if !full && len(elems) == 0 {
+		e.succeed()
 		return nil
 	}
 	start := time.Now()
-	err := e.fw.Add(ctx, elems)
+	var err error
+	op := "add"
+	if full {
+		op = "restore"
+		err = e.fw.Restore(ctx, elems)
+	} else {
+		err = e.fw.Add(ctx, elems)
+	}
 	e.m.fwDuration.Observe(time.Since(start).Seconds())
 	if err != nil {
-		e.m.fwErrors.WithLabelValues("add").Inc()
-		// Put them back; the retry recomputes the remaining time.
-		e.mu.Lock()
-		for _, el := range elems {
-			if _, ok := e.active[el.Addr]; ok {
-				e.pending[el.Addr] = struct{}{}
-			}
-		}
-		e.mu.Unlock()
-		return fmt.Errorf("flush %d bans: %w", len(elems), err)
+		e.m.fwErrors.WithLabelValues(op).Inc()
+		// The retry recomputes the remaining time; the record already has
+		// them, which is the safe side.
+		e.requeue(queued, nil)
+		e.fail(err)
+		return fmt.Errorf("%s %d bans: %w", op, len(elems), err)
 	}
-	e.log.Debug("bans written", "n", len(elems), "took", time.Since(start))
+	e.succeed()
+	e.log.Debug("bans written", "op", op, "n", len(elems), "took", time.Since(start))
 	return nil
+}
+
+func (e *Enforcer) requeue(queued, dels []netip.Addr) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, a := range queued {
+		if _, ok := e.active[a]; ok {
+			e.pending[a] = struct{}{}
+		}
+	}
+	for _, a := range dels {
+		if _, ok := e.active[a]; !ok {
+			e.dels[a] = struct{}{}
+		}
+	}
 }

@@ -19,10 +19,11 @@ import (
 // recordingFirewall is the fast unit tier's firewall; the kernel tier is
 // in nftables_test.go.
 type recordingFirewall struct {
-	mu      sync.Mutex
-	elems   map[netip.Addr]time.Duration
-	failAdd int // fail this many Add calls first
-	adds    int
+	mu       sync.Mutex
+	elems    map[netip.Addr]time.Duration
+	failAdd  int // fail this many Add calls first
+	adds     int
+	restores int
 }
 
 func newRecordingFirewall() *recordingFirewall {
@@ -30,7 +31,18 @@ func newRecordingFirewall() *recordingFirewall {
 }
 
 func (f *recordingFirewall) Setup(context.Context) error { return nil }
-func (f *recordingFirewall) Close() error                { return nil }
+func (f *recordingFirewall) Check(context.Context) error { return nil }
+func (f *recordingFirewall) Restore(_ context.Context, es []Element) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.restores++
+	clear(f.elems)
+	for _, e := range es {
+		f.elems[e.Addr] = e.Timeout
+	}
+	return nil
+}
+func (f *recordingFirewall) Close() error { return nil }
 func (f *recordingFirewall) Add(_ context.Context, es []Element) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -2,6 +2,7 @@ package enforcer
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"time"
 )
@@ -12,6 +13,11 @@ type Element struct {
 	Timeout time.Duration
 }
 
+// ErrDrift means the kernel no longer holds wormgate's ruleset as
+// wormgate made it: the table, a set, the chain or a rule was deleted or
+// changed by someone else.
+var ErrDrift = errors.New("ruleset drifted")
+
 // Firewall is the kernel side of the enforcer. Implementations serialise
 // their own access; every method may be called from any goroutine.
 type Firewall interface {
@@ -19,6 +25,15 @@ type Firewall interface {
 	// they exist, in one atomic batch; it never touches another table and
 	// never removes elements that are already blocked.
 	Setup(ctx context.Context) error
+	// Restore makes the kernel hold exactly elems: it creates or adopts
+	// table, sets and chain, empties the blocked sets and fills them with
+	// elems, all in one atomic batch, so that there is no moment in which
+	// a banned address gets through.
+	Restore(ctx context.Context, elems []Element) error
+	// Check cheaply verifies that table, sets, chain and rules exist as
+	// Setup made them (it never reads the blocked sets); a difference is
+	// an error wrapping ErrDrift.
+	Check(ctx context.Context) error
 	// Add inserts elements or refreshes their timeouts. A partial failure
 	// returns an error; callers retry the whole slice, which is safe.
 	Add(ctx context.Context, elems []Element) error

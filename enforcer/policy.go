@@ -73,8 +73,19 @@ type Offender struct {
 	Hosts     []string
 	// BannedUntil is the end of the current ban in offense time.
 	BannedUntil time.Time
-	// recent holds, per rule, the times of the last Threshold hits.
-	recent map[string][]time.Time
+	// Bans counts the bans this address has had while remembered; each
+	// earlier one multiplies the next ban's duration by the escalation
+	// factor.
+	Bans int
+	// recent holds, per rule, the times of the last Threshold hits. A
+	// slice, not a map: most offenders hit one rule, and a map would cost
+	// hundreds of bytes for each of the LRU's entries.
+	recent []ruleHits
+}
+
+type ruleHits struct {
+	rule string
+	hits []time.Time
 }
 
 // maxHostsPerOffender bounds the reporting-host list of one offender.
@@ -94,6 +105,8 @@ type Decision struct {
 // It is not safe for concurrent use.
 type Policy struct {
 	banFor     time.Duration
+	maxBanFor  time.Duration
+	factor     float64
 	neverBlock []netip.Prefix
 	rules      map[string]RulePolicy
 	offenders  *simplelru.LRU[netip.Addr, *Offender]
@@ -107,6 +120,8 @@ func NewPolicy(cfg Config, rules map[string]RulePolicy) (*Policy, error) {
 	}
 	p := &Policy{
 		banFor:     cfg.BanFor,
+		maxBanFor:  cfg.MaxBanFor,
+		factor:     cfg.EscalationFactor,
 		neverBlock: slices.Concat(BuiltinNeverBlock, cfg.NeverBlock),
 		offenders:  lru,
 	}
@@ -117,6 +132,16 @@ func NewPolicy(cfg Config, rules map[string]RulePolicy) (*Policy, error) {
 // SetRules replaces the rule policies; offender history is kept.
 func (p *Policy) SetRules(rules map[string]RulePolicy) {
 	p.rules = rules
+}
+
+// AddNeverBlock protects more prefixes, such as the gateway's own
+// addresses and the syslog senders, which are only known at start-up.
+func (p *Policy) AddNeverBlock(prefixes ...netip.Prefix) {
+	for _, pfx := range prefixes {
+		if pfx.IsValid() {
+			p.neverBlock = append(p.neverBlock, pfx.Masked())
+		}
+	}
 }
 
 // Protected returns the never-block prefix containing addr, if any.
@@ -157,7 +182,7 @@ func (p *Policy) Observe(off matcher.Offense) Decision {
 	}
 	o, ok := p.offenders.Get(addr)
 	if !ok {
-		o = &Offender{Addr: addr, FirstSeen: off.Time, recent: make(map[string][]time.Time, 1)}
+		o = &Offender{Addr: addr, FirstSeen: off.Time}
 		p.offenders.Add(addr, o)
 	}
 	o.Hits++
@@ -171,14 +196,19 @@ func (p *Policy) Observe(off matcher.Offense) Decision {
 
 	// Keep only the hits inside the window, at most Threshold of them:
 	// that is all the threshold test needs and it bounds the memory.
-	hits := o.recent[off.Rule]
+	ri := slices.IndexFunc(o.recent, func(r ruleHits) bool { return r.rule == off.Rule })
+	if ri < 0 {
+		o.recent = append(o.recent, ruleHits{rule: off.Rule})
+		ri = len(o.recent) - 1
+	}
+	hits := o.recent[ri].hits
 	cutoff := off.Time.Add(-rp.Window)
 	hits = slices.DeleteFunc(hits, func(t time.Time) bool { return !t.After(cutoff) })
 	hits = append(hits, off.Time)
 	if len(hits) > rp.Threshold {
 		hits = hits[len(hits)-rp.Threshold:]
 	}
-	o.recent[off.Rule] = hits
+	o.recent[ri].hits = hits
 	if len(hits) < rp.Threshold {
 		return Decision{Verdict: VerdictCounted}
 	}
@@ -187,16 +217,124 @@ func (p *Policy) Observe(off matcher.Offense) Decision {
 	if d == 0 {
 		d = p.banFor
 	}
+	banned := o.BannedUntil.After(off.Time)
+	level := o.Bans
+	if banned {
+		// An extension keeps the level of the ban it extends.
+		level = max(o.Bans-1, 0)
+	}
+	d = p.escalate(d, level)
 	ban := Ban{Addr: addr, Rule: off.Rule, Start: off.Time, Duration: d, Until: off.Time.Add(d), Hits: o.Hits}
 	if rp.DryRun {
 		return Decision{Verdict: VerdictDryRun, Ban: ban}
 	}
 	verdict := VerdictBan
-	if o.BannedUntil.After(off.Time) {
+	if banned {
 		verdict = VerdictExtend
+	} else {
+		o.Bans++
 	}
 	if ban.Until.After(o.BannedUntil) {
 		o.BannedUntil = ban.Until
 	}
 	return Decision{Verdict: verdict, Ban: ban}
+}
+
+// escalate multiplies d by the factor once per earlier ban, up to
+// maxBanFor; a rule's own longer ban_for is never shortened.
+func (p *Policy) escalate(d time.Duration, earlier int) time.Duration {
+	limit := max(p.maxBanFor, d)
+	if p.factor <= 1 || limit == 0 {
+		return d
+	}
+	f := float64(d)
+	for range earlier {
+		f *= p.factor
+		if f >= float64(limit) {
+			return limit
+		}
+	}
+	return time.Duration(f)
+}
+
+// banState is what Observe changes about a ban, so that a ban the
+// enforcer refuses (caps) can be undone and tried again later.
+type banState struct {
+	bans  int
+	until time.Time
+	found bool
+}
+
+func (p *Policy) banState(addr netip.Addr) banState {
+	o, ok := p.offenders.Peek(addr)
+	if !ok {
+		return banState{}
+	}
+	return banState{bans: o.Bans, until: o.BannedUntil, found: true}
+}
+
+func (p *Policy) setBanState(addr netip.Addr, s banState) {
+	if o, ok := p.offenders.Peek(addr); ok {
+		o.Bans, o.BannedUntil = s.bans, s.until
+	}
+}
+
+// noteBan records a ban made outside Observe (by hand) in the history.
+func (p *Policy) noteBan(addr netip.Addr, start, until time.Time) {
+	o, ok := p.offenders.Get(addr)
+	if !ok {
+		o = &Offender{Addr: addr, FirstSeen: start, LastSeen: start}
+		p.offenders.Add(addr, o)
+	}
+	if !o.BannedUntil.After(start) {
+		o.Bans++
+	}
+	if until.After(o.BannedUntil) {
+		o.BannedUntil = until
+	}
+}
+
+// liftBan ends the current ban in the history, so that the next offense
+// starts a new ban instead of extending one that no longer exists.
+func (p *Policy) liftBan(addr netip.Addr) {
+	if o, ok := p.offenders.Peek(addr); ok {
+		o.BannedUntil = time.Time{}
+	}
+}
+
+// History is the part of an offender that outlives a restart: enough to
+// escalate the next ban.
+type History struct {
+	Addr        netip.Addr
+	Hits        int
+	Bans        int
+	FirstSeen   time.Time
+	LastSeen    time.Time
+	BannedUntil time.Time
+}
+
+// history returns addr's durable part.
+func (p *Policy) history(addr netip.Addr) (History, bool) {
+	o, ok := p.offenders.Peek(addr)
+	if !ok {
+		return History{}, false
+	}
+	return History{Addr: addr, Hits: o.Hits, Bans: o.Bans, FirstSeen: o.FirstSeen, LastSeen: o.LastSeen, BannedUntil: o.BannedUntil}, true
+}
+
+// RestoreHistory puts remembered offenders back, oldest first so that
+// the LRU keeps the most recent ones.
+func (p *Policy) RestoreHistory(hs []History) {
+	hs = slices.Clone(hs)
+	slices.SortFunc(hs, func(a, b History) int { return a.LastSeen.Compare(b.LastSeen) })
+	for _, h := range hs {
+		a := h.Addr.Unmap()
+		if !a.IsValid() {
+			continue
+		}
+		p.offenders.Add(a, &Offender{
+			Addr: a, Hits: h.Hits, Bans: h.Bans, FirstSeen: h.FirstSeen, LastSeen: h.LastSeen,
+			BannedUntil: h.BannedUntil,
+		})
+	}
 }

@@ -3,6 +3,7 @@ package matcher
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -21,6 +22,7 @@ var (
 	ErrDuplicate   = errors.New("duplicate rule name")
 	ErrUnknownKind = errors.New("unknown kind")
 	ErrOutOfRange  = errors.New("out of range")
+	ErrBadHost     = errors.New("invalid host name")
 )
 
 // Rule selects events and names the policy the enforcer applies to the
@@ -36,10 +38,17 @@ type Rule struct {
 	// "postfix/cleanup" or "postfix-out/smtpd"; it selects one Postfix
 	// instance or service.
 	Program *Regexp `yaml:"program"`
-	// Pattern must match the whole log text (everything after "prog[pid]: ").
-	// Most of that text is written by the sender (Subject, file names, MAIL
-	// FROM, HELO), so a pattern should aim at the administrator's reject
-	// text at the end of the line, e.g. by ending in [^:]*$.
+	// Hosts, when set, lists the syslog host names (as the MX hosts send
+	// them) whose events this rule counts; empty means every host.
+	Hosts []string `yaml:"hosts"`
+	// Pattern must match somewhere in the event's text (unanchored, like
+	// grep). For the cleanup kinds (cleanup_reject, cleanup_discard,
+	// cleanup_hold, cleanup_warning) that text is only the administrator's
+	// text after the last ": " of the line ("5.7.1 Rejected, probably
+	// sent by a W32.HLLW.Mankx virus"), never the Subject, file names,
+	// MAIL FROM or HELO that the sender wrote before it. For every other
+	// kind it is the whole log text after "prog[pid]: "; there the
+	// address is the client's own, so its text can only implicate itself.
 	Pattern Regexp `yaml:"pattern"`
 	// Threshold is how many offenses by one address within Window lead to a
 	// ban; 0 means 1.
@@ -65,11 +74,14 @@ type Config struct {
 	QueueTableSize int `yaml:"queue_table_size"`
 }
 
-// DefaultConfig returns the built-in rules. They ban only on header and
-// body checks that name worms, viruses or executable attachments in the
-// administrator's reject text (see the header_checks shipped in deploy/);
-// relay denials, unknown users and other smtpd rejects never ban by
-// default, because ordinary mail servers cause them too.
+// DefaultConfig returns the built-in rules: a rule set an operator can
+// run unchanged on an MX. Content rules (worms, executable attachments)
+// ban on the first hit, because the administrator's own header_checks
+// already decided the message was malicious. Reputation and behaviour
+// rules (DNSBL listings, password guessing, relay probing, pregreeting)
+// ban for shorter times or only after repeats, because an ordinary but
+// misconfigured server or user can cause them once. Unknown users and
+// other smtpd rejects never ban by default: every mail server sends them.
 func DefaultConfig() Config {
 	return Config{
 		Rules: []Rule{
@@ -77,13 +89,12 @@ func DefaultConfig() Config {
 				// worm-signature bans a client whose message a header or
 				// body check rejected or discarded with a text that names
 				// a worm or virus ("probably sent by a W32.HLLW.Mankx
-				// virus", "produced by W32-SoBig worm"). The pattern only
-				// looks at the last colon-free part of the line, the
-				// administrator's text, so that a Subject such as "Your
-				// mail server sent us a virus" cannot steer it.
+				// virus", "produced by W32-SoBig worm"). The pattern sees
+				// only the administrator's text, so that a Subject such as
+				// "Your mail server sent us a virus" cannot select it.
 				Name:      "worm-signature",
 				Kinds:     []Kind{KindCleanupReject, KindCleanupDiscard},
-				Pattern:   MustRegexp(`(?i)\b(w32|worm|virus)\b[^:]*$`),
+				Pattern:   MustRegexp(`(?i)\b(w32|worm|virus)\b`),
 				Threshold: 1,
 				Window:    time.Hour,
 				BanFor:    24 * time.Hour,
@@ -95,10 +106,63 @@ func DefaultConfig() Config {
 				// detected"), which is how mass-mailing worms spread.
 				Name:      "executable-attachment",
 				Kinds:     []Kind{KindCleanupReject, KindCleanupDiscard},
-				Pattern:   MustRegexp(`(?i)\battachment with \.\w+ extension[^:]*$`),
+				Pattern:   MustRegexp(`(?i)\battachment with \.\w+ extension`),
 				Threshold: 1,
 				Window:    time.Hour,
 				BanFor:    24 * time.Hour,
+			},
+			{
+				// dnsbl-listed bans a client that smtpd
+				// (reject_rbl_client, reject_rhsbl_*: "Client host
+				// [addr] blocked using zen.example") or postscreen
+				// ("client [addr] blocked using ...") refused for a DNS
+				// blocklist. One hit: the listing is already the
+				// evidence. Six hours: listings of shared or dynamic
+				// addresses are often short, and a dropped connection
+				// only delays a real server's mail, which it retries.
+				Name:      "dnsbl-listed",
+				Kinds:     []Kind{KindSMTPDReject},
+				Pattern:   MustRegexp(`\] blocked using `),
+				Threshold: 1,
+				Window:    time.Hour,
+				BanFor:    6 * time.Hour,
+			},
+			{
+				// sasl-guessing bans password guessers: 5 failed SMTP
+				// AUTH attempts within 10 minutes. A user with a stale
+				// password in a mail client fails about once per check
+				// interval and is not caught; a guesser is, for an hour
+				// (the enforcer's escalation lengthens repeat bans).
+				Name:      "sasl-guessing",
+				Kinds:     []Kind{KindSASLFailed},
+				Pattern:   MustRegexp(`authentication failed`),
+				Threshold: 5,
+				Window:    10 * time.Minute,
+				BanFor:    time.Hour,
+			},
+			{
+				// relay-probing bans a client that tries to relay through
+				// the MX 3 times within an hour ("Relay access denied").
+				// A single denial is usually a misconfigured mail client
+				// or a stale MX record, so one is not enough.
+				Name:      "relay-probing",
+				Kinds:     []Kind{KindSMTPDReject},
+				Pattern:   MustRegexp(`Relay access denied`),
+				Threshold: 3,
+				Window:    time.Hour,
+				BanFor:    12 * time.Hour,
+			},
+			{
+				// postscreen-pregreet bans a client that talked before
+				// postscreen's greeting, which SMTP forbids and spam bots
+				// do. One hit; a short ban, because some mail clients'
+				// account set-up probes port 25 the same way.
+				Name:      "postscreen-pregreet",
+				Kinds:     []Kind{KindPostscreenPregreet},
+				Pattern:   MustRegexp(`^PREGREET `),
+				Threshold: 1,
+				Window:    time.Hour,
+				BanFor:    6 * time.Hour,
 			},
 		},
 		QueueTableSize: DefaultQueueTableSize,
@@ -126,6 +190,7 @@ func rulesWithDefaults(rules []Rule) []Rule {
 			r.Window = DefaultWindow
 		}
 		r.Kinds = append([]Kind(nil), r.Kinds...)
+		r.Hosts = append([]string(nil), r.Hosts...)
 		out[i] = r
 	}
 	return out
@@ -162,6 +227,11 @@ func validateRules(rules []Rule) []error {
 		for j, k := range r.Kinds {
 			if !k.Valid() {
 				errs = append(errs, fmt.Errorf("%s[%d]: %w %q, want one of %v", field("kinds"), j, ErrUnknownKind, k, kinds))
+			}
+		}
+		for j, h := range r.Hosts {
+			if h == "" || strings.ContainsAny(h, " \t") {
+				errs = append(errs, fmt.Errorf("%s[%d]: %w %q", field("hosts"), j, ErrBadHost, h))
 			}
 		}
 		if r.Pattern.empty() {

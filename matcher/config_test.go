@@ -49,7 +49,7 @@ func TestValidate(t *testing.T) {
 		{
 			name:     "unknown kind",
 			cfg:      Config{Rules: []Rule{with(func(r *Rule) { r.Kinds = []Kind{KindSASLFailed, "cleanup_rejekt"} })}},
-			want:     []string{`matcher.rules[0].kinds[1]: unknown kind "cleanup_rejekt", want one of [cleanup_reject cleanup_discard cleanup_hold cleanup_warning milter_reject smtpd_reject sasl_failed]`},
+			want:     []string{`matcher.rules[0].kinds[1]: unknown kind "cleanup_rejekt", want one of [cleanup_reject cleanup_discard cleanup_hold cleanup_warning milter_reject smtpd_reject sasl_failed postscreen_pregreet postscreen_dnsbl postscreen_hangup smtpd_lost_auth smtpd_too_many_errors]`},
 			sentinel: ErrUnknownKind,
 		},
 		{

@@ -10,9 +10,11 @@ import (
 // Reference grammar for FuzzMatch, written independently of parse.go with
 // regular expressions: the only places an address may be taken from.
 var (
-	refAnchored = regexp.MustCompile(`^(?:NOQUEUE|[0-9A-Za-z]+): (?:milter-)?reject: [A-Z-]+ from [^\[\] ]*\[([^\]]*)\](?::[0-9]+)?: `)
-	refSASL     = regexp.MustCompile(`^warning: [^\[\] ]*\[([^\]]*)\](?::[0-9]+)?: SASL `)
-	refClient   = regexp.MustCompile(`(?:^[0-9A-Za-z]+: client=|, orig_client=)[^\[\] ]*\[([^\]]*)\]`)
+	refAnchored   = regexp.MustCompile(`^(?:NOQUEUE|[0-9A-Za-z]+): (?:milter-)?reject: [A-Z-]+ from [^\[\] ]*\[([^\]]*)\](?::[0-9]+)?: `)
+	refSASL       = regexp.MustCompile(`^warning: [^\[\] ]*\[([^\]]*)\](?::[0-9]+)?: SASL `)
+	refClient     = regexp.MustCompile(`(?:^[0-9A-Za-z]+: client=|, orig_client=)[^\[\] ]*\[([^\]]*)\]`)
+	refPostscreen = regexp.MustCompile(`^(?:PREGREET [0-9]+ after [0-9.]+ from |DNSBL rank -?[0-9]+ for |HANGUP after [0-9.]+ from )\[([^\]]*)\]:[0-9]+`)
+	refSessionEnd = regexp.MustCompile(`^(?:lost connection after AUTH|too many errors after [A-Z-]+(?: \([0-9]+ bytes\))?) from [^\[\] ]*\[([^\]]*)\](?::[0-9]+)?$`)
 )
 
 var fuzzPrograms = []string{"postfix/cleanup", "postfix/smtpd", "postfix/postscreen", "postfix/qmgr", "postfix/submission/smtpd", "postfix-out/cleanup", "exim"}
@@ -37,6 +39,12 @@ func FuzzMatch(f *testing.F) {
 	f.Add("C31CFB81BD: milter-reject: END-OF-MESSAGE from unknown[192.0.2.5]: 5.7.1 x", uint8(0))
 	f.Add("NOQUEUE: reject: RCPT from [192.0.2.3]:1: 550 x", uint8(2))
 	f.Add("C31CFB81BD: removed", uint8(3))
+	f.Add("PREGREET 11 after 0.1 from [203.0.113.5]:4711: EHLO [192.0.2.1]\\r\\n", uint8(2))
+	f.Add("DNSBL rank 3 for [2001:db8::5]:4711", uint8(2))
+	f.Add("HANGUP after 0.5 from [::ffff:203.0.113.5]:4711 in tests before SMTP handshake", uint8(2))
+	f.Add("lost connection after AUTH from unknown[203.0.113.5]:587", uint8(1))
+	f.Add("too many errors after DATA (0 bytes) from x.example[2001:db8::5]", uint8(4))
+	f.Add("lQ2Yh85FCfzB5sw: client=unknown[203.0.113.5]", uint8(1))
 
 	const client = "203.0.113.66"
 	f.Fuzz(func(t *testing.T, text string, prog uint8) {
@@ -49,7 +57,7 @@ func FuzzMatch(f *testing.F) {
 		program := fuzzPrograms[int(prog)%len(fuzzPrograms)]
 		allowed := map[netip.Addr]bool{netip.MustParseAddr(client): true}
 		if strings.HasSuffix(program, "/smtpd") || strings.HasSuffix(program, "/postscreen") {
-			for _, re := range []*regexp.Regexp{refAnchored, refSASL} {
+			for _, re := range []*regexp.Regexp{refAnchored, refSASL, refPostscreen, refSessionEnd} {
 				if sm := re.FindStringSubmatch(text); sm != nil {
 					addAllowed(allowed, sm[1])
 				}

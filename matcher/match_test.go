@@ -9,9 +9,21 @@ import (
 	"github.com/wormgate/wormgate/receiver"
 )
 
-// testConfig is the default rules plus one rule per other kind.
+// contentRules are the default rules for cleanup events only, so that the
+// tests of other kinds see only their own test rules.
+func contentRules() []Rule {
+	var rules []Rule
+	for _, r := range DefaultConfig().Rules {
+		if r.Name == "worm-signature" || r.Name == "executable-attachment" {
+			rules = append(rules, r)
+		}
+	}
+	return rules
+}
+
+// testConfig is the default content rules plus one rule per other kind.
 func testConfig() Config {
-	cfg := DefaultConfig()
+	cfg := Config{Rules: contentRules()}
 	re := func(s string) *Regexp { r := MustRegexp(s); return &r }
 	cfg.Rules = append(cfg.Rules,
 		Rule{Name: "relay-denied", Kinds: []Kind{KindSMTPDReject}, Pattern: MustRegexp(`Relay access denied`)},

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync/atomic"
 
@@ -21,6 +22,11 @@ const (
 	kiMilterReject
 	kiSMTPDReject
 	kiSASLFailed
+	kiPostscreenPregreet
+	kiPostscreenDNSBL
+	kiPostscreenHangup
+	kiSMTPDLostAuth
+	kiSMTPDTooManyErrors
 )
 
 // queueKey identifies one message: queue IDs are unique only within one
@@ -167,6 +173,8 @@ func (m *Matcher) Match(dst []Offense, msg receiver.Message) []Offense {
 			if addr, ok := parseAnchoredReject(rest); ok {
 				return m.evaluate(dst, kiSMTPDReject, msg, "", addr)
 			}
+		} else if ki, addr, ok := parsePostscreen(msg.Text); ok {
+			return m.evaluate(dst, ki, msg, "", addr)
 		}
 	case "qmqpd":
 		if qid, rest, ok := cutQueueID(msg.Text); ok {
@@ -189,6 +197,12 @@ func (m *Matcher) matchSMTPD(dst []Offense, msg receiver.Message, instance strin
 			return m.evaluate(dst, kiSASLFailed, msg, "", addr)
 		}
 		return dst
+	}
+	// Long queue IDs may start with 'l' or 't' too: fall through.
+	if text != "" && (text[0] == 'l' || text[0] == 't') {
+		if ki, addr, ok := parseSessionEnd(text); ok {
+			return m.evaluate(dst, ki, msg, "", addr)
+		}
 	}
 	var qid, rest string
 	if r, ok := strings.CutPrefix(text, "NOQUEUE: "); ok {
@@ -255,11 +269,18 @@ func (m *Matcher) evaluate(dst []Offense, ki int, msg receiver.Message, qid stri
 	m.events[ki].Add(1)
 	rs := m.rules.Load()
 	matched := false
+	subject := msg.Text
+	if kinds[ki].adminText() {
+		subject = adminText(subject)
+	}
 	for _, r := range rs.byKind[ki] {
+		if len(r.Hosts) > 0 && !slices.Contains(r.Hosts, msg.Host) {
+			continue
+		}
 		if !r.Program.empty() && !r.Program.MatchString(msg.Program) {
 			continue
 		}
-		if !r.Pattern.MatchString(msg.Text) {
+		if !r.Pattern.MatchString(subject) {
 			continue
 		}
 		if !addr.IsValid() {

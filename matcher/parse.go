@@ -174,3 +174,116 @@ func parseSASLFailure(s string) (netip.Addr, bool) {
 	}
 	return addr, true
 }
+
+// cutPostscreenAddr parses the "[addr]:port" that postscreen writes for
+// every client (PSC_CLIENT_ADDR_PORT): no name, always a port.
+func cutPostscreenAddr(s string) (netip.Addr, string, bool) {
+	j := strings.IndexByte(s, ']')
+	if !strings.HasPrefix(s, "[") || j < 0 || j+2 >= len(s) || s[j+1] != ':' || !isDigit(s[j+2]) {
+		return netip.Addr{}, "", false
+	}
+	return cutNamAddr(s)
+}
+
+// cutNumber cuts a leading run of digits (with '.' if frac, for
+// psc_format_delta_time's "0.12") followed by sep.
+func cutNumber(s string, frac bool, sep string) (string, bool) {
+	i := 0
+	for i < len(s) && (isDigit(s[i]) || (frac && s[i] == '.')) {
+		i++
+	}
+	if i == 0 || !strings.HasPrefix(s[i:], sep) {
+		return "", false
+	}
+	return s[i+len(sep):], true
+}
+
+// parsePostscreen parses postscreen's own verdicts, which Postfix writes
+// with the client before any client-supplied text:
+//
+//	PREGREET %d after %s from [%s]:%s: %.100s
+//	DNSBL rank %d for [%s]:%s
+//	HANGUP after %s from [%s]:%s in %s
+func parsePostscreen(s string) (ki int, addr netip.Addr, ok bool) {
+	var rest string
+	switch {
+	case strings.HasPrefix(s, "PREGREET "):
+		if rest, ok = cutNumber(s[len("PREGREET "):], false, " after "); !ok {
+			break
+		}
+		if rest, ok = cutNumber(rest, true, " from "); !ok {
+			break
+		}
+		if addr, rest, ok = cutPostscreenAddr(rest); ok && strings.HasPrefix(rest, ": ") {
+			return kiPostscreenPregreet, addr, true
+		}
+	case strings.HasPrefix(s, "DNSBL rank "):
+		rest = strings.TrimPrefix(s[len("DNSBL rank "):], "-")
+		if rest, ok = cutNumber(rest, false, " for "); !ok {
+			break
+		}
+		if addr, rest, ok = cutPostscreenAddr(rest); ok && rest == "" {
+			return kiPostscreenDNSBL, addr, true
+		}
+	case strings.HasPrefix(s, "HANGUP after "):
+		if rest, ok = cutNumber(s[len("HANGUP after "):], true, " from "); !ok {
+			break
+		}
+		if addr, rest, ok = cutPostscreenAddr(rest); ok && strings.HasPrefix(rest, " in ") {
+			return kiPostscreenHangup, addr, true
+		}
+	}
+	return 0, netip.Addr{}, false
+}
+
+// parseSessionEnd parses smtpd's end-of-session records, where the client
+// (state->namaddr) ends the line:
+//
+//	lost connection after AUTH from name[addr](:port)?
+//	too many errors after STAGE from name[addr](:port)?
+//
+// STAGE is a command name, possibly with a byte count ("DATA (0 bytes)").
+func parseSessionEnd(s string) (ki int, addr netip.Addr, ok bool) {
+	var rest string
+	if r, found := strings.CutPrefix(s, "lost connection after AUTH from "); found {
+		ki, rest = kiSMTPDLostAuth, r
+	} else if r, found := strings.CutPrefix(s, "too many errors after "); found {
+		i := 0
+		for i < len(r) && (('A' <= r[i] && r[i] <= 'Z') || r[i] == '-') {
+			i++
+		}
+		if i == 0 {
+			return 0, netip.Addr{}, false
+		}
+		r = r[i:]
+		if b, found := strings.CutPrefix(r, " ("); found {
+			if r, found = cutNumber(b, false, " bytes)"); !found {
+				return 0, netip.Addr{}, false
+			}
+		}
+		if rest, found = strings.CutPrefix(r, " from "); !found {
+			return 0, netip.Addr{}, false
+		}
+		ki = kiSMTPDTooManyErrors
+	} else {
+		return 0, netip.Addr{}, false
+	}
+	addr, tail, ok := cutNamAddr(rest)
+	if !ok || tail != "" {
+		return 0, netip.Addr{}, false
+	}
+	return ki, addr, true
+}
+
+// adminText returns what follows the last ": " of a cleanup action line:
+// cleanup_act_log writes the administrator's optional text last, after
+// the header or body excerpt, sender, recipient and HELO, so nothing the
+// client wrote can follow it. (An action without text has no such tail
+// of its own; the last ": " then lies in client text, which can only
+// select rules for that client's own message.)
+func adminText(text string) string {
+	if i := strings.LastIndex(text, ": "); i >= 0 {
+		return text[i+2:]
+	}
+	return text
+}

@@ -30,6 +30,8 @@ func TestSampleLog(t *testing.T) {
 		{Addr: v4, Rule: "executable-attachment", Kind: KindCleanupReject, Host: "vm", QueueID: "D4101B81BD", Time: at("2026-11-26T18:19:13.869071+00:00")},
 		{Addr: v4, Rule: "worm-signature", Kind: KindCleanupReject, Host: "vm", QueueID: "E5221B81BD", Time: at("2026-11-26T18:19:13.938899+00:00")},
 		{Addr: v4, Rule: "worm-signature", Kind: KindCleanupReject, Host: "vm", QueueID: "02051B81E1", Time: at("2026-11-26T18:19:14.008649+00:00")},
+		// One hit towards relay-probing's threshold of 3: no ban by itself.
+		{Addr: v4, Rule: "relay-probing", Kind: KindSMTPDReject, Host: "vm", Time: at("2026-11-26T18:19:14.059921+00:00")},
 		{Addr: v4, Rule: "worm-signature", Kind: KindCleanupReject, Host: "vm", QueueID: "1BE77B81E1", Time: at("2026-11-26T18:19:14.114687+00:00")},
 		{Addr: v4, Rule: "worm-signature", Kind: KindCleanupReject, Host: "vm", QueueID: "28396B81E1", Time: at("2026-11-26T18:19:14.165211+00:00")},
 	}

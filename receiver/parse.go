@@ -3,6 +3,7 @@ package receiver
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -431,7 +432,11 @@ func parse5424(line []byte, ref time.Time) (m Message, err error) {
 	if len(text) >= 3 && text[:3] == "\xef\xbb\xbf" {
 		text = text[3:]
 	}
-	m.Text = text
+	// rsyslog keeps the space that syslog(3) puts after "tag:" in the msg
+	// property, and RSYSLOG_SyslogProtocol23Format adds its own: messages
+	// from /dev/log arrive as "- -  QID: ...". One leading space is never
+	// part of the text.
+	m.Text = strings.TrimPrefix(text, " ")
 	ts, _ := parts["timestamp"].(time.Time)
 	if ts.IsZero() {
 		// NILVALUE: the sender had no clock; the time of receipt is the

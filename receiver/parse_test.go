@@ -136,6 +136,13 @@ func TestParse(t *testing.T) {
 			want: Message{Time: ts("2026-11-26T18:19:13.79966Z"), Host: "mx1", Program: "postfix/cleanup", PID: 5325, Text: cleanupText},
 		},
 		{
+			// rsyslog forwarding what syslog(3) wrote to /dev/log: the
+			// template's space plus the one after "tag:".
+			name: "RFC 5424 rsyslog from /dev/log, two spaces",
+			line: "<22>1 2026-11-26T18:19:13.799660+00:00 mx1 postfix/cleanup 5325 - -  " + cleanupText,
+			want: Message{Time: ts("2026-11-26T18:19:13.79966Z"), Host: "mx1", Program: "postfix/cleanup", PID: 5325, Text: cleanupText},
+		},
+		{
 			name: "RFC 5424 without permitSlashInProgramName, with SD",
 			line: `<22>1 2026-11-26T19:19:13.799660+01:00 mx1 postfix 5325 - [meta sequenceId="1"] postfix/cleanup[5325]: x`,
 			want: Message{Time: time.Date(2026, 11, 26, 19, 19, 13, 799660000, time.FixedZone("", 3600)), Host: "mx1", Program: "postfix", PID: 5325, Text: "postfix/cleanup[5325]: x"},

@@ -73,7 +73,7 @@ func BenchmarkDecisionPath(b *testing.B) {
 func BenchmarkRejectToKernel(b *testing.B) {
 	nftest.Require(b, "ip", "nft")
 	gw := nftest.NewNS(b)
-	startDaemon(b, gw)
+	startDaemon(b, gw, "--config", stateDirConfig(b, "max_new_bans_per_second: 1000000"))
 
 	// nft monitor reports each committed element change from the
 	// kernel's own netlink notifications: independent of wormgate's code.

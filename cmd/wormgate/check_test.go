@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -83,11 +84,169 @@ func TestCheckJSONStdinAndGzip(t *testing.T) {
 			}
 			want := []ban{
 				{Addr: "2001:db8:66::66", Rule: "worm-signature", Hits: 1},
-				{Addr: "203.0.113.66", Rule: "executable-attachment", Hits: 5},
+				{Addr: "203.0.113.66", Rule: "executable-attachment", Hits: 6},
 			}
 			if diff := cmp.Diff(want, got); diff != "" {
 				t.Errorf("bans (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// writeLog writes lines to dir/name, gzip-compressed if name ends in .gz,
+// with the given modification time (which anchors RFC 3164 years).
+func writeLog(t *testing.T, dir, name string, lines []string, mtime time.Time) string {
+	t.Helper()
+	data := []byte(strings.Join(lines, "\n") + "\n")
+	if strings.HasSuffix(name, ".gz") {
+		var b bytes.Buffer
+		zw := gzip.NewWriter(&b)
+		zw.Write(data)
+		zw.Close()
+		data = b.Bytes()
+	}
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(p, mtime, mtime); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+type jsonBan struct {
+	Addr  string    `json:"addr"`
+	Rule  string    `json:"rule"`
+	Hits  int       `json:"hits"`
+	First time.Time `json:"first"`
+	Last  time.Time `json:"last"`
+}
+
+func decodeBans(t *testing.T, out string) []jsonBan {
+	t.Helper()
+	var got []jsonBan
+	dec := json.NewDecoder(strings.NewReader(out))
+	for dec.More() {
+		var b jsonBan
+		if err := dec.Decode(&b); err != nil {
+			t.Fatalf("decode %q: %v", out, err)
+		}
+		got = append(got, b)
+	}
+	return got
+}
+
+// TestCheckYearRollover replays RFC 3164 lines (no year) from Dec 31 into
+// Jan 1: five SASL failures within 10 minutes across midnight must reach
+// sasl-guessing's threshold, which needs the Jan 1 lines in the next year.
+func TestCheckYearRollover(t *testing.T) {
+	raw, err := os.ReadFile("testdata/rollover.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(raw)), "\n")
+	dir := t.TempDir()
+	for _, mtime := range []time.Time{
+		time.Date(2026, 1, 1, 0, 5, 0, 0, time.Local), // written until just after midnight
+		time.Date(2026, 3, 1, 0, 0, 0, 0, time.Local), // rotated and touched later
+		time.Date(2025, 12, 31, 23, 0, 0, 0, time.Local),
+	} {
+		t.Run(mtime.Format(time.DateOnly), func(t *testing.T) {
+			p := writeLog(t, dir, "mail.log", lines, mtime)
+			out, errOut := runCheck(t, "", "--json", p)
+			want := []jsonBan{{
+				Addr: "203.0.113.77", Rule: "sasl-guessing", Hits: 5,
+				First: time.Date(2025, 12, 31, 23, 56, 0, 0, time.Local),
+				Last:  time.Date(2026, 1, 1, 0, 4, 0, 0, time.Local),
+			}}
+			if diff := cmp.Diff(want, decodeBans(t, out)); diff != "" {
+				t.Errorf("bans (-want +got):\n%s\nstderr: %s", diff, errOut)
+			}
+			for _, s := range []string{"sasl_failed=6", "smtpd_lost_auth=1"} {
+				if !strings.Contains(errOut, s) {
+					t.Errorf("summary %q lacks %q", errOut, s)
+				}
+			}
+		})
+	}
+}
+
+// TestCheckFilesInTimeOrder splits the sample at a log rotation that falls
+// between a client= record and its cleanup reject. Given newest first, the
+// files must still be replayed oldest first, or the reject would lose its
+// client.
+func TestCheckFilesInTimeOrder(t *testing.T) {
+	raw, err := os.ReadFile(sample)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(raw)), "\n")
+	dir := t.TempDir()
+	mtime := time.Date(2026, 11, 26, 18, 20, 0, 0, time.UTC)
+	older := writeLog(t, dir, "mail.log.1.gz", lines[:7], mtime) // ends after D4101B81BD: client=
+	newer := writeLog(t, dir, "mail.log", lines[7:], mtime)      // starts with its reject
+	for _, args := range [][]string{{newer, older}, {older, newer}} {
+		out, errOut := runCheck(t, "", append([]string{"--json"}, args...)...)
+		got := decodeBans(t, out)
+		var rules []string
+		for _, b := range got {
+			rules = append(rules, b.Addr+" "+b.Rule)
+		}
+		want := []string{"2001:db8:66::66 worm-signature", "203.0.113.66 executable-attachment"}
+		if diff := cmp.Diff(want, rules); diff != "" {
+			t.Errorf("check %v: bans (-want +got):\n%s\nstderr: %s", args, diff, errOut)
+		}
+		if !strings.Contains(errOut, "29 lines in 2 files") || !strings.Contains(errOut, "0 unattributed") {
+			t.Errorf("check %v: summary %q, want 29 lines in 2 files and 0 unattributed", args, errOut)
+		}
+	}
+}
+
+func TestCheckExplain(t *testing.T) {
+	out, _ := runCheck(t, "", "--explain", "203.0.113.66", "--json", sample)
+	type hit struct {
+		File    string `json:"file"`
+		Line    int    `json:"line"`
+		Rule    string `json:"rule"`
+		Count   int    `json:"count"`
+		Verdict string `json:"verdict"`
+	}
+	var got []hit
+	dec := json.NewDecoder(strings.NewReader(out))
+	for dec.More() {
+		var h hit
+		if err := dec.Decode(&h); err != nil {
+			t.Fatalf("decode %q: %v", out, err)
+		}
+		got = append(got, h)
+	}
+	want := []hit{
+		{sample, 8, "executable-attachment", 1, "ban"},
+		{sample, 12, "worm-signature", 1, "extend"},
+		{sample, 16, "worm-signature", 2, "extend"},
+		{sample, 19, "relay-probing", 1, "counted"},
+		{sample, 24, "worm-signature", 3, "extend"},
+		{sample, 28, "worm-signature", 4, "extend"},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("explained hits (-want +got):\n%s", diff)
+	}
+
+	text, _ := runCheck(t, "", "--explain", "::ffff:203.0.113.66", sample)
+	for _, s := range []string{
+		"203.0.113.66: banned by executable-attachment at 2026-11-26T18:19:13Z",
+		sample + ":19: 2026-11-26T18:19:14Z relay-probing (smtpd_reject): hit 1 of 3 within 1h0m0s\n\t2026-11-26T18:19:14.059921+00:00 vm postfix/smtpd[5320]: NOQUEUE: reject: RCPT",
+	} {
+		if !strings.Contains(text, s) {
+			t.Errorf("explanation lacks %q:\n%s", s, text)
+		}
+	}
+	if decoy, _ := runCheck(t, "", "--explain", "192.0.2.99", sample); decoy != "192.0.2.99: no offenses\n" {
+		t.Errorf("explain decoy = %q, want no offenses", decoy)
+	}
+	var o, e bytes.Buffer
+	if code := run(t.Context(), []string{"check", "--explain", "not-an-address", sample}, strings.NewReader(""), &o, &e); code != exitUsage {
+		t.Errorf("bad --explain exited %d, want %d", code, exitUsage)
 	}
 }

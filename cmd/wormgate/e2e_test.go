@@ -123,6 +123,23 @@ func startDaemon(t testing.TB, ns *nftest.NS, args ...string) *daemon {
 	}
 }
 
+// stateDirConfig is a config file that changes only enforcer.state_dir,
+// to a temporary directory (tests never write the host's /var/lib), and
+// the further enforcer settings in extra ("key: value").
+func stateDirConfig(t testing.TB, extra ...string) string {
+	t.Helper()
+	dir := t.TempDir()
+	p := filepath.Join(dir, "wormgate.yaml")
+	body := fmt.Sprintf("enforcer:\n  state_dir: %s\n", filepath.Join(dir, "state"))
+	for _, e := range extra {
+		body += "  " + e + "\n"
+	}
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 func (d *daemon) logText() string {
 	d.logMu.Lock()
 	defer d.logMu.Unlock()
@@ -326,8 +343,10 @@ func TestServeEndToEnd(t *testing.T) {
 		gw, []netip.Prefix{netip.MustParsePrefix("192.0.2.1/24"), netip.MustParsePrefix("2001:db8::1/64")},
 		outside, []netip.Prefix{netip.MustParsePrefix("192.0.2.66/24"), netip.MustParsePrefix("2001:db8::66/64")})
 
-	// The embedded default: syslog on :514, HTTP on 127.0.0.1:9514.
-	d := startDaemon(t, gw)
+	// The embedded default (syslog on :514, HTTP on 127.0.0.1:9514) with
+	// the record in a temporary directory instead of the host's /var/lib.
+	cfg := stateDirConfig(t)
+	d := startDaemon(t, gw, "--config", cfg)
 	const syslogAddr = "127.0.0.1:514"
 
 	t.Run("tcp traditional", func(t *testing.T) {
@@ -341,6 +360,14 @@ func TestServeEndToEnd(t *testing.T) {
 	t.Run("tcp rfc5424 octet-counted", func(t *testing.T) {
 		sendTCP(t, gw, syslogAddr, octetFrames(pairLines(rfc5424, "AB10000003", "203.0.113.12")))
 		waitKernel(t, gw, "203.0.113.12")
+	})
+	t.Run("tcp rfc5424 from /dev/log with two spaces", func(t *testing.T) {
+		lines := pairLines(rfc5424, "AB1000000B", "203.0.113.14")
+		for i, l := range lines {
+			lines[i] = strings.Replace(l, " - - ", " - -  ", 1)
+		}
+		sendTCP(t, gw, syslogAddr, octetFrames(lines))
+		waitKernel(t, gw, "203.0.113.14")
 	})
 	t.Run("udp rfc5424 ipv6 sender and client", func(t *testing.T) {
 		sendUDP(t, gw, "[::1]:514", pairLines(rfc5424, "AB10000004", "2001:db8:1::13")...)
@@ -438,7 +465,7 @@ func TestServeEndToEnd(t *testing.T) {
 			t.Errorf("kernel bans changed by the shutdown (-before +after):\n%s", diff)
 		}
 		// A restart adopts the table: the bans are there before and after.
-		d2 := startDaemon(t, gw)
+		d2 := startDaemon(t, gw, "--config", cfg)
 		if diff := cmpStrings(before, kernelAddrs(t, gw)); diff != "" {
 			t.Errorf("kernel bans changed by the restart (-before +after):\n%s", diff)
 		}

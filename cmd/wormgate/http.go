@@ -87,6 +87,7 @@ func (s *status) apiStatus(w http.ResponseWriter, r *http.Request) {
 		"uptime_seconds": time.Since(s.started).Seconds(),
 		"firewall":       s.firewall,
 		"firewall_ready": s.enf.Ready(),
+		"enforcer":       s.enf.Status(),
 		"table":          cfg.Enforcer.NFTables.Table,
 		"ports":          cfg.Enforcer.NFTables.Ports,
 		"listeners": map[string][]string{

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"sync/atomic"
@@ -74,10 +75,25 @@ func serve(ctx context.Context, cfg Config, path string, log *slog.Logger) error
 		return fmt.Errorf("%w: %w", errConfig, err)
 	}
 	reg.MustRegister(matcherCollector{m})
-	enf, err := enforcer.New(cfg.Enforcer, rulePolicies(cfg.Matcher), fw, log, reg)
+	var opts []enforcer.Option
+	if !cfg.Enforcer.DryRun {
+		if cfg.Enforcer.StateDir == "" {
+			log.Warn("enforcer.state_dir is empty: bans are not recorded and a flushed firewall or a reboot loses them")
+		} else {
+			st, err := enforcer.OpenStore(cfg.Enforcer.StateDir)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			opts = append(opts, enforcer.WithStore(st))
+		}
+	}
+	enf, err := enforcer.New(cfg.Enforcer, rulePolicies(cfg.Matcher), fw, log, reg, opts...)
 	if err != nil {
 		return err
 	}
+	enf.AddNeverBlock(ownPrefixes(log)...)
+	guard := &senderGuard{enf: enf, seen: make(map[netip.Addr]struct{}), log: log}
 	msgs := make(chan receiver.Message, queueLen)
 	rcv, err := receiver.New(cfg.Receiver, msgs, log, reg)
 	if err != nil {
@@ -120,6 +136,7 @@ func serve(ctx context.Context, cfg Config, path string, log *slog.Logger) error
 		defer enfStop()
 		var offs []matcher.Offense
 		for msg := range msgs {
+			guard.observe(msg.Peer)
 			offs = m.Match(offs[:0], msg)
 			for _, o := range offs {
 				enf.Offend(o)
@@ -160,6 +177,55 @@ func serve(ctx context.Context, cfg Config, path string, log *slog.Logger) error
 	err = g.Wait()
 	log.Info("wormgate stopped", "err", err)
 	return err
+}
+
+// ownPrefixes are the gateway's own addresses: never banned whatever the
+// rules say.
+func ownPrefixes(log *slog.Logger) []netip.Prefix {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		log.Warn("own addresses unknown; only the configured never_block list protects them", "err", err)
+		return nil
+	}
+	var out []netip.Prefix
+	for _, a := range addrs {
+		ipn, ok := a.(*net.IPNet)
+		if !ok {
+			continue
+		}
+		if ip, ok := netip.AddrFromSlice(ipn.IP); ok {
+			ip = ip.Unmap()
+			out = append(out, netip.PrefixFrom(ip, ip.BitLen()))
+		}
+	}
+	return out
+}
+
+// maxSenders bounds the syslog senders learned for the never-block list;
+// a site has a handful of MX hosts.
+const maxSenders = 1024
+
+// senderGuard protects the syslog senders themselves: an MX host that
+// forwards its log must never be banned because of a line in it. It
+// learns the exact peer addresses (not the whole allowed_senders ranges,
+// which may hold clients that deserve a ban). Only the pipeline
+// goroutine calls it.
+type senderGuard struct {
+	enf  *enforcer.Enforcer
+	seen map[netip.Addr]struct{}
+	log  *slog.Logger
+}
+
+func (g *senderGuard) observe(peer netip.Addr) {
+	if !peer.IsValid() {
+		return
+	}
+	if _, ok := g.seen[peer]; ok || len(g.seen) >= maxSenders {
+		return
+	}
+	g.seen[peer] = struct{}{}
+	g.enf.AddNeverBlock(netip.PrefixFrom(peer, peer.BitLen()))
+	g.log.Info("syslog sender added to the never-block list", "addr", peer)
 }
 
 // reload swaps in the rules of a new, valid config; on any error the old

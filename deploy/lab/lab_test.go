@@ -1,0 +1,457 @@
+package lab
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/wormgate/wormgate/enforcer/nftest"
+)
+
+const (
+	mx4 = "192.0.2.25"
+	mx6 = "2001:db8:25::25"
+	// A SYN that gets no answer within this long was dropped: in the lab
+	// an open port answers in well under a millisecond.
+	synTimeout = 150 * time.Millisecond
+)
+
+// lab is one running lab.sh instance.
+type lab struct {
+	dir string
+	ns  map[string]string // worm, clean, gw, mx -> namespace name
+}
+
+func buildWormgate(t *testing.T, dir string) string {
+	t.Helper()
+	bin := filepath.Join(dir, "wormgate")
+	out, err := exec.Command("go", "build", "-o", bin, "../../cmd/wormgate").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func startLab(t *testing.T) *lab {
+	t.Helper()
+	nftest.Require(t, "ip", "nft", "postfix", "rsyslogd", "swaks", "unshare", "go")
+	// Not t.TempDir: Postfix's unprivileged processes must traverse the
+	// path to their queue, and lab.sh refuses a non-empty directory.
+	base, err := os.MkdirTemp("", "wormgate-lab-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	if err := os.Chmod(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin := buildWormgate(t, base)
+	l := &lab{dir: filepath.Join(base, "lab"), ns: map[string]string{}}
+	cmd := exec.Command("./lab.sh", "up", l.dir)
+	cmd.Env = append(os.Environ(), "WORMGATE="+bin)
+	out, err := cmd.CombinedOutput()
+	// Registered before the error check: a half-built lab is torn down too.
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, f := range []string{"gw/wormgate.log", "mx/all.log"} {
+				b, _ := os.ReadFile(filepath.Join(l.dir, f))
+				t.Logf("%s:\n%s", f, b)
+			}
+		}
+		if out, err := exec.Command("./lab.sh", "down", l.dir).CombinedOutput(); err != nil {
+			t.Errorf("lab.sh down: %v\n%s", err, out)
+		}
+	})
+	if err != nil {
+		t.Fatalf("lab.sh up: %v\n%s", err, out)
+	}
+	env, err := os.ReadFile(filepath.Join(l.dir, "lab.env"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(env)) {
+		k, v, _ := strings.Cut(strings.TrimSpace(line), "=")
+		if name, ok := strings.CutPrefix(k, "NS_"); ok {
+			l.ns[strings.ToLower(name)] = v
+		}
+	}
+	for _, n := range []string{"worm", "clean", "gw", "mx"} {
+		if l.ns[n] == "" {
+			t.Fatalf("lab.env names no %s namespace:\n%s", n, env)
+		}
+	}
+	return l
+}
+
+func (l *lab) script(t *testing.T, cmd string) {
+	t.Helper()
+	if out, err := exec.Command("./lab.sh", cmd, l.dir).CombinedOutput(); err != nil {
+		t.Fatalf("lab.sh %s: %v\n%s", cmd, err, out)
+	}
+}
+
+// swaks sends one mail from the worm or clean namespace and returns the
+// transcript; the exit code is not an error (a rejected mail is the point).
+func (l *lab) swaks(t *testing.T, ns string, args ...string) string {
+	t.Helper()
+	args = append([]string{"netns", "exec", l.ns[ns], "swaks", "--timeout", "5", "--to", "postmaster@mx.example.test"}, args...)
+	out, _ := exec.Command("ip", args...).CombinedOutput()
+	return string(out)
+}
+
+// wormMail sends one worm mail from src and requires Postfix's reject.
+func (l *lab) wormMail(t *testing.T, src, server, want string, args ...string) {
+	t.Helper()
+	out := l.swaks(t, "worm", append([]string{"--server", server, "--local-interface", src}, args...)...)
+	if !strings.Contains(out, "<** 550 5.7.1 "+want) {
+		t.Fatalf("worm mail from %s not rejected with %q:\n%s", src, want, out)
+	}
+}
+
+// inNS runs fn on a thread in the named namespace.
+func inNS(name string, fn func() error) error {
+	fd, err := unix.Open("/var/run/netns/"+name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open namespace %s: %w", name, err)
+	}
+	defer unix.Close(fd)
+	runtime.LockOSThread()
+	orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		runtime.UnlockOSThread()
+		return err
+	}
+	defer unix.Close(orig)
+	if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("enter %s: %w", name, err)
+	}
+	fnErr := fn()
+	if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
+		// Stays locked: the runtime discards the thread.
+		return errors.Join(fnErr, err)
+	}
+	runtime.UnlockOSThread()
+	return fnErr
+}
+
+type synResult int
+
+const (
+	synOpen synResult = iota
+	synDropped
+	synOther
+)
+
+// syn connects from src in the worm namespace to port 25 of dst: open,
+// dropped (no answer), or something else (refused, no route).
+func (l *lab) syn(src, dst string) (synResult, error) {
+	var res synResult
+	err := inNS(l.ns["worm"], func() error {
+		d := net.Dialer{Timeout: synTimeout, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+		c, err := d.Dial("tcp", net.JoinHostPort(dst, "25"))
+		if err == nil {
+			c.Close()
+			res = synOpen
+			return nil
+		}
+		if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
+			res = synDropped
+			return nil
+		}
+		res = synOther
+		return err
+	})
+	return res, err
+}
+
+// kernelHas reports whether addr is in the gateway's blocked sets, read
+// with nft, independently of wormgate.
+func (l *lab) kernelHas(t *testing.T, addr string) bool {
+	t.Helper()
+	return slices.Contains(l.kernel(t), addr)
+}
+
+func (l *lab) kernel(t *testing.T) []string {
+	t.Helper()
+	var addrs []string
+	for _, set := range []string{"blocked4", "blocked6"} {
+		out, err := exec.Command("ip", "netns", "exec", l.ns["gw"], "nft", "-j", "list", "set", "inet", "wormgate", set).Output()
+		if err != nil {
+			t.Fatalf("nft list set %s: %v", set, err)
+		}
+		var doc struct {
+			Nftables []struct {
+				Set *struct {
+					Elem []json.RawMessage `json:"elem"`
+				} `json:"set"`
+			} `json:"nftables"`
+		}
+		if err := json.Unmarshal(out, &doc); err != nil {
+			t.Fatalf("nft json: %v\n%s", err, out)
+		}
+		for _, o := range doc.Nftables {
+			if o.Set == nil {
+				continue
+			}
+			for _, raw := range o.Set.Elem {
+				// A plain address, or {"elem": {"val": addr, "timeout": ...}}.
+				var a string
+				if json.Unmarshal(raw, &a) != nil {
+					var e struct {
+						Elem struct {
+							Val string `json:"val"`
+						} `json:"elem"`
+					}
+					if err := json.Unmarshal(raw, &e); err != nil {
+						t.Fatalf("nft element %s: %v", raw, err)
+					}
+					a = e.Elem.Val
+				}
+				addrs = append(addrs, a)
+			}
+		}
+	}
+	return addrs
+}
+
+func (l *lab) waitKernel(t *testing.T, addr string, within time.Duration) time.Time {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !l.kernelHas(t, addr) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not banned in the kernel after %v (have %v)", addr, within, l.kernel(t))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return time.Now()
+}
+
+// logTime finds the first line of a lab log file containing every one of
+// subs and returns the time at its start (RFC 3339 as rsyslog writes, or
+// slog's time=...).
+func (l *lab) logTime(t *testing.T, file string, after time.Time, subs ...string) (time.Time, bool) {
+	t.Helper()
+	f, err := os.Open(filepath.Join(l.dir, file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !containsAll(line, subs) {
+			continue
+		}
+		field, _, _ := strings.Cut(line, " ")
+		field = strings.TrimPrefix(field, "time=")
+		ts, err := time.Parse(time.RFC3339Nano, field)
+		if err != nil {
+			t.Fatalf("%s: no time at the start of %q", file, line)
+		}
+		if !ts.Before(after) {
+			return ts, true
+		}
+	}
+	return time.Time{}, false
+}
+
+func (l *lab) waitLog(t *testing.T, file string, after time.Time, within time.Duration, subs ...string) time.Time {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		if ts, ok := l.logTime(t, file, after, subs...); ok {
+			return ts
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no line with %q in %s after %v", subs, file, within)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func containsAll(s string, subs []string) bool {
+	for _, sub := range subs {
+		if !strings.Contains(s, sub) {
+			return false
+		}
+	}
+	return true
+}
+
+// outbreak is scenario 1 for one address family: one worm mail, then the
+// worm's connections until one is dropped. It returns seconds-to-block.
+func (l *lab) outbreak(t *testing.T, src, server string) time.Duration {
+	t.Helper()
+	if r, err := l.syn(src, server); r != synOpen {
+		t.Fatalf("before the worm mail, %s cannot reach %s:25: %v %v", src, server, r, err)
+	}
+	sent := time.Now()
+	l.wormMail(t, src, server, "Rejected, probably sent by a W32.HLLW.Mankx virus", "--from", "a@worm.example", "--helo", "vm", "--header", "Subject: Re: Details")
+	var dropped time.Time
+	for opened := 0; ; opened++ {
+		start := time.Now()
+		r, err := l.syn(src, server)
+		if r == synDropped {
+			dropped = start
+			t.Logf("%d connections of %s still got through after the reject", opened, src)
+			break
+		}
+		if r == synOther {
+			t.Fatalf("connection from %s: %v", src, err)
+		}
+		if time.Since(sent) > 5*time.Second {
+			t.Fatalf("%s still connects 5s after its worm mail was rejected", src)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	reject := l.waitLog(t, "mx/all.log", sent.Add(-time.Second), 2*time.Second, "postfix/cleanup", "reject:", "from unknown["+src+"]")
+	ban := l.waitLog(t, "gw/wormgate.log", sent.Add(-time.Second), 2*time.Second, "msg=ban", "addr="+src)
+	if !l.kernelHas(t, src) {
+		t.Errorf("%s dropped but not in the kernel set", src)
+	}
+	toBlock := dropped.Sub(reject)
+	t.Logf("timeline %s: first reject (Postfix, MX log) %s; ban (wormgate log, ms precision) %s; first dropped SYN %s = reject +%v",
+		src, reject.Format("15:04:05.000000"), ban.Format("15:04:05.000"), dropped.Format("15:04:05.000000"), toBlock.Round(time.Microsecond))
+	if toBlock > time.Second {
+		t.Errorf("first dropped connection %v after the reject, want within 1s", toBlock)
+	}
+	return toBlock
+}
+
+func TestOutbreak(t *testing.T) {
+	l := startLab(t)
+
+	t.Run("worm blocked within 1s ipv4", func(t *testing.T) {
+		d := l.outbreak(t, "203.0.113.66", mx4)
+		t.Logf("seconds-to-block ipv4: %.3f", d.Seconds())
+	})
+	t.Run("worm blocked within 1s ipv6", func(t *testing.T) {
+		d := l.outbreak(t, "2001:db8:66::66", mx6)
+		t.Logf("seconds-to-block ipv6: %.3f", d.Seconds())
+	})
+	t.Run("clean client delivers through the gateway", func(t *testing.T) {
+		for _, server := range []string{mx4, "[" + mx6 + "]"} {
+			out := l.swaks(t, "clean", "--server", server, "--from", "ok@clean.example", "--helo", "clean.example",
+				"--header", "Subject: minutes of the meeting", "--body", "See you on Tuesday.")
+			if !strings.Contains(out, "<-  250 2.0.0 Ok: queued") {
+				t.Errorf("clean mail to %s not accepted:\n%s", server, out)
+			}
+		}
+		for _, a := range []string{"198.51.100.7", "2001:db8:77::7"} {
+			if l.kernelHas(t, a) {
+				t.Errorf("clean client %s banned", a)
+			}
+		}
+	})
+	t.Run("decoys", func(t *testing.T) {
+		// One worm address per scenario, so each ban is this scenario's.
+		attach := filepath.Join(l.dir, "screensaver.bin")
+		if err := os.WriteFile(attach, []byte("MZ not really\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range []struct {
+			name, src, want string
+			args            []string
+		}{
+			{"attachment name", "203.0.113.67", "Email rejected, an attachment with .scr extension detected.", []string{
+				"--from", "a@worm.example", "--helo", "vm", "--header", "Subject: hello",
+				"--attach-type", "application/octet-stream", "--attach-name", "x from unknown[192.0.2.99]; .scr", "--attach", attach}},
+			{"subject", "203.0.113.68", "the email subject is identical to the one produced by W32-SoBig worm", []string{
+				"--from", "a@worm.example", "--helo", "vm", "--header", "Subject: Re: Movie from unknown[192.0.2.96]"}},
+			{"mail from", "203.0.113.69", "Rejected, probably sent by a W32.HLLW.Mankx virus", []string{
+				"--from", `"x]; from unknown[192.0.2.98]; from=<"@worm.example`, "--helo", "vm", "--header", "Subject: Re: Approved"}},
+			{"helo", "203.0.113.70", "Rejected, probably sent by a W32.HLLW.Mankx virus", []string{
+				"--from", "a@worm.example", "--helo", "x[192.0.2.97]", "--header", "Subject: Re: Approved"}},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				l.wormMail(t, tc.src, mx4, tc.want, tc.args...)
+				l.waitKernel(t, tc.src, 3*time.Second)
+			})
+		}
+		for _, a := range l.kernel(t) {
+			if strings.HasPrefix(a, "192.0.2.") {
+				t.Errorf("decoy %s banned", a)
+			}
+		}
+	})
+	t.Run("restart without a gap, rsyslog queue replayed", func(t *testing.T) {
+		const banned, late = "203.0.113.66", "203.0.113.71"
+		if !l.kernelHas(t, banned) {
+			t.Fatalf("%s is not banned: the ipv4 scenario must run first", banned)
+		}
+		var probes, opened, other atomic.Int64
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				r, _ := l.syn(banned, mx4)
+				probes.Add(1)
+				switch r {
+				case synOpen:
+					opened.Add(1)
+				case synOther:
+					other.Add(1)
+					time.Sleep(synTimeout)
+				}
+			}
+		})
+		stopProbes := sync.OnceFunc(func() { close(stop); wg.Wait() })
+		defer stopProbes()
+
+		down := time.Now()
+		l.script(t, "wormgate-stop")
+		stopped := time.Now()
+		// Postfix goes on rejecting; rsyslog cannot deliver and queues.
+		l.wormMail(t, late, mx4, "body rejected, probably W32.HLLW.Mankx",
+			"--from", "a@worm.example", "--helo", "vm", "--header", "Subject: screensaver", "--body", "Wicked screensaver attached")
+		reject := l.waitLog(t, "mx/all.log", stopped, 2*time.Second, "postfix/cleanup", "reject:", "from unknown["+late+"]")
+		// rsyslog noticed the gateway is gone and holds the lines.
+		suspended := l.waitLog(t, "mx/all.log", stopped, 5*time.Second, "action 'wormgate' suspended")
+		// Let at least one retry fail, so delivery after the restart is
+		// the queue's doing and not a lucky first attempt.
+		time.Sleep(1500 * time.Millisecond)
+		if l.kernelHas(t, late) {
+			t.Fatalf("%s banned while wormgate was down", late)
+		}
+		restart := time.Now()
+		l.script(t, "wormgate-start")
+		up := time.Now()
+		banned2 := l.waitKernel(t, late, 10*time.Second)
+		resumed := l.waitLog(t, "mx/all.log", restart, 2*time.Second, "action 'wormgate' resumed")
+		// Keep probing a little after the restart.
+		time.Sleep(300 * time.Millisecond)
+		stopProbes()
+		t.Logf("restart: wormgate down %v (stopped in %v), reject while down at +%v, rsyslog suspended at +%v, back at +%v, rsyslog resumed at +%v, queued reject banned at +%v",
+			up.Sub(down).Round(time.Millisecond), stopped.Sub(down).Round(time.Millisecond),
+			reject.Sub(down).Round(time.Millisecond), suspended.Sub(down).Round(time.Millisecond),
+			up.Sub(down).Round(time.Millisecond), resumed.Sub(down).Round(time.Millisecond), banned2.Sub(down).Round(time.Millisecond))
+		t.Logf("probes from banned %s during the restart: %d, got through: %d, other errors: %d", banned, probes.Load(), opened.Load(), other.Load())
+		if opened.Load() != 0 || other.Load() != 0 {
+			t.Errorf("%d of %d connections from banned %s got through (%d other errors) during the restart", opened.Load(), probes.Load(), banned, other.Load())
+		}
+		if min := int64(up.Sub(down) / (2 * synTimeout)); probes.Load() < min {
+			t.Errorf("only %d probes during the restart, want at least %d", probes.Load(), min)
+		}
+	})
+}

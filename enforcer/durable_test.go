@@ -1,0 +1,444 @@
+package enforcer
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/wormgate/wormgate/matcher"
+)
+
+func TestPolicyEscalationAndExtension(t *testing.T) {
+	type step struct {
+		at      time.Duration
+		verdict Verdict
+		banFor  time.Duration
+	}
+	tests := []struct {
+		name   string
+		factor float64
+		max    time.Duration
+		rule   RulePolicy
+		steps  []step
+	}{
+		{
+			name: "doubles per earlier ban across expiries, capped", factor: 2, max: 5 * time.Hour,
+			rule: RulePolicy{Threshold: 1, Window: time.Minute, BanFor: time.Hour},
+			steps: []step{
+				{0, VerdictBan, time.Hour},
+				{2 * time.Hour, VerdictBan, 2 * time.Hour},
+				{5 * time.Hour, VerdictBan, 4 * time.Hour},
+				{10 * time.Hour, VerdictBan, 5 * time.Hour},
+				{16 * time.Hour, VerdictBan, 5 * time.Hour},
+			},
+		},
+		{
+			name: "re-offence while banned extends at the same level", factor: 2, max: 24 * time.Hour,
+			rule: RulePolicy{Threshold: 1, Window: time.Minute, BanFor: time.Hour},
+			steps: []step{
+				{0, VerdictBan, time.Hour},
+				{30 * time.Minute, VerdictExtend, time.Hour},
+				{80 * time.Minute, VerdictExtend, time.Hour},
+				{3 * time.Hour, VerdictBan, 2 * time.Hour},
+				{4 * time.Hour, VerdictExtend, 2 * time.Hour},
+			},
+		},
+		{
+			name: "factor 1 never escalates", factor: 1, max: 24 * time.Hour,
+			rule: RulePolicy{Threshold: 1, Window: time.Minute, BanFor: time.Hour},
+			steps: []step{
+				{0, VerdictBan, time.Hour},
+				{2 * time.Hour, VerdictBan, time.Hour},
+				{4 * time.Hour, VerdictBan, time.Hour},
+			},
+		},
+		{
+			name: "a rule's longer ban_for is not shortened by the cap", factor: 2, max: time.Hour,
+			rule: RulePolicy{Threshold: 1, Window: time.Minute, BanFor: 3 * time.Hour},
+			steps: []step{
+				{0, VerdictBan, 3 * time.Hour},
+				{4 * time.Hour, VerdictBan, 3 * time.Hour},
+			},
+		},
+		{
+			name: "threshold and window apply to every ban", factor: 2, max: 24 * time.Hour,
+			rule: RulePolicy{Threshold: 2, Window: 10 * time.Minute, BanFor: time.Hour},
+			steps: []step{
+				{0, VerdictCounted, 0},
+				{11 * time.Minute, VerdictCounted, 0},
+				{12 * time.Minute, VerdictBan, time.Hour},
+				{3 * time.Hour, VerdictCounted, 0},
+				{3*time.Hour + time.Minute, VerdictBan, 2 * time.Hour},
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.EscalationFactor, cfg.MaxBanFor, cfg.BanFor = tc.factor, tc.max, time.Hour
+			p, err := NewPolicy(cfg, map[string]RulePolicy{"r": tc.rule})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var want, got []step
+			for _, s := range tc.steps {
+				want = append(want, s)
+				d := p.Observe(off("203.0.113.5", "r", s.at))
+				got = append(got, step{s.at, d.Verdict, d.Ban.Duration})
+			}
+			if diff := cmp.Diff(want, got, cmp.AllowUnexported(step{})); diff != "" {
+				t.Errorf("decisions (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestPolicyEscalationForgottenWithOffender(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.OffenderCacheSize = 1
+	p, err := NewPolicy(cfg, map[string]RulePolicy{"r": {Threshold: 1, Window: time.Minute, BanFor: time.Hour}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Observe(off("203.0.113.5", "r", 0))
+	p.Observe(off("203.0.113.6", "r", time.Minute)) // evicts .5
+	if d := p.Observe(off("203.0.113.5", "r", 3*time.Hour)); d.Ban.Duration != time.Hour {
+		t.Errorf("ban of a forgotten offender = %v, want the base 1h", d.Ban.Duration)
+	}
+}
+
+// fakeClock is a settable clock for the enforcer.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *fakeClock) add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+func newClockedEnforcer(t *testing.T, cfg Config, fw Firewall, opts ...Option) (*Enforcer, *fakeClock) {
+	t.Helper()
+	e, err := New(cfg, map[string]RulePolicy{"worm": {Threshold: 1, Window: time.Hour}}, fw,
+		slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry(), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &fakeClock{t: t0}
+	e.now = c.now
+	return e, c
+}
+
+func TestEnforcerNeverBlock(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.NeverBlock = []netip.Prefix{netip.MustParsePrefix("198.51.100.0/25")}
+	e, _ := newClockedEnforcer(t, cfg, newRecordingFirewall())
+	e.AddNeverBlock(netip.MustParsePrefix("192.0.2.1/32"), netip.MustParsePrefix("2001:db8:5::/48"))
+	tests := []struct {
+		addr, prefix string
+	}{
+		{"198.51.100.20", "198.51.100.0/25"},
+		{"192.0.2.1", "192.0.2.1/32"},
+		{"::ffff:192.0.2.1", "192.0.2.1/32"},
+		{"2001:db8:5::25", "2001:db8:5::/48"},
+		{"127.0.0.1", "127.0.0.0/8"},
+		{"fe80::1", "fe80::/10"},
+	}
+	for _, tc := range tests {
+		a := netip.MustParseAddr(tc.addr)
+		d := e.Offend(matcher.Offense{Addr: a, Rule: "worm"})
+		if d.Verdict != VerdictNeverBlock || d.Prefix.String() != tc.prefix {
+			t.Errorf("Offend(%s) = %v %v, want never_block %s", tc.addr, d.Verdict, d.Prefix, tc.prefix)
+		}
+		_, err := e.Ban(a, time.Hour, "")
+		if !errors.Is(err, ErrNeverBlock) || !strings.Contains(err.Error(), tc.prefix) {
+			t.Errorf("Ban(%s) = %v, want ErrNeverBlock naming %s", tc.addr, err, tc.prefix)
+		}
+	}
+	if n := len(e.Bans()); n != 0 {
+		t.Errorf("%d bans of protected addresses", n)
+	}
+	if d := e.Offend(matcher.Offense{Addr: netip.MustParseAddr("198.51.100.200"), Rule: "worm"}); d.Verdict != VerdictBan {
+		t.Errorf("Offend(outside the prefix) = %v, want ban", d.Verdict)
+	}
+}
+
+func TestEnforcerRateCap(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.MaxNewBansPerSecond = 2
+	e, clock := newClockedEnforcer(t, cfg, newRecordingFirewall())
+	verdicts := func(addrs ...string) []string {
+		var out []string
+		for _, a := range addrs {
+			d := e.Offend(matcher.Offense{Addr: netip.MustParseAddr(a), Rule: "worm"})
+			if _, ok := e.active[netip.MustParseAddr(a)]; !ok {
+				out = append(out, a+" refused")
+				continue
+			}
+			out = append(out, a+" "+d.Verdict.String())
+		}
+		return out
+	}
+	got := verdicts("203.0.113.1", "203.0.113.2", "203.0.113.3", "203.0.113.1")
+	want := []string{"203.0.113.1 ban", "203.0.113.2 ban", "203.0.113.3 refused", "203.0.113.1 extend"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("same second (-want +got):\n%s", diff)
+	}
+	if n := testutil.ToFloat64(e.m.refused.WithLabelValues("rate")); n != 1 {
+		t.Errorf("rate refusals = %v, want 1", n)
+	}
+	// Manual bans are not limited.
+	if _, err := e.Ban(netip.MustParseAddr("203.0.113.9"), time.Hour, ""); err != nil {
+		t.Errorf("manual ban under the rate limit: %v", err)
+	}
+	clock.add(time.Second)
+	got = verdicts("203.0.113.3")
+	// A refused ban was undone in the policy: the retry is a first ban
+	// with the base duration, not an escalated one.
+	if diff := cmp.Diff([]string{"203.0.113.3 ban"}, got); diff != "" {
+		t.Errorf("next second (-want +got):\n%s", diff)
+	}
+	if b := e.active[netip.MustParseAddr("203.0.113.3")]; b.Until.Sub(b.Start) != cfg.BanFor {
+		t.Errorf("retried ban lasts %v, want %v", b.Until.Sub(b.Start), cfg.BanFor)
+	}
+}
+
+// TestEnforcerStoreRestart runs two enforcer lives on one state file: the
+// second restores the first one's bans with their remaining time and
+// escalates a repeat offender.
+func TestEnforcerStoreRestart(t *testing.T) {
+	dir := t.TempDir()
+	cfg := DefaultConfig()
+	cfg.BanFor = time.Hour
+
+	st, err := OpenStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fw1 := newRecordingFirewall()
+	e1, clock := newClockedEnforcer(t, cfg, fw1, WithStore(st))
+	e1.Offend(matcher.Offense{Addr: netip.MustParseAddr("203.0.113.1"), Rule: "worm"})
+	clock.add(10 * time.Minute)
+	e1.Offend(matcher.Offense{Addr: netip.MustParseAddr("2001:db8::2"), Rule: "worm"})
+	if _, err := e1.Ban(netip.MustParseAddr("198.51.100.3"), 2*time.Hour, "operator"); err != nil {
+		t.Fatal(err)
+	}
+	e1.Offend(matcher.Offense{Addr: netip.MustParseAddr("203.0.113.4"), Rule: "worm"})
+	if err := e1.Flush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := e1.Unban(t.Context(), netip.MustParseAddr("203.0.113.4")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenStore(dir); !errors.Is(err, ErrStoreLocked) {
+		t.Errorf("second OpenStore = %v, want ErrStoreLocked", err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// 55 minutes after the first ban: it has 5 minutes left.
+	clock.add(45 * time.Minute)
+	st2, err := OpenStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st2.Close()
+	fw2 := newRecordingFirewall()
+	e2, err := New(cfg, map[string]RulePolicy{"worm": {Threshold: 1, Window: time.Hour}}, fw2,
+		slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry(), WithStore(st2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e2.now = clock.now
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- e2.Run(ctx) }()
+	waitFor(t, e2.Ready)
+	fw2.mu.Lock()
+	got := map[string]time.Duration{}
+	for a, d := range fw2.elems {
+		got[a.String()] = d
+	}
+	restores := fw2.restores
+	fw2.mu.Unlock()
+	want := map[string]time.Duration{
+		"203.0.113.1":  5 * time.Minute,
+		"2001:db8::2":  15 * time.Minute,
+		"198.51.100.3": 75 * time.Minute,
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("kernel after restart (-want +got):\n%s", diff)
+	}
+	if restores != 1 {
+		t.Errorf("start-up wrote the kernel in %d restores, want 1", restores)
+	}
+	// After its ban expired, the first offender's next ban is doubled:
+	// the history came back from the record.
+	clock.add(10 * time.Minute)
+	d := e2.Offend(matcher.Offense{Addr: netip.MustParseAddr("203.0.113.1"), Rule: "worm"})
+	if d.Verdict != VerdictBan || d.Ban.Duration != 2*time.Hour {
+		t.Errorf("repeat offender after restart: %v for %v, want ban for 2h", d.Verdict, d.Ban.Duration)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// driftingFirewall reports drift a given number of times.
+type driftingFirewall struct {
+	*recordingFirewall
+	mu     sync.Mutex
+	drifts int
+}
+
+func (f *driftingFirewall) Check(context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.drifts > 0 {
+		f.drifts--
+		return ErrDrift
+	}
+	return nil
+}
+
+func TestEnforcerReconcileRestores(t *testing.T) {
+	fw := &driftingFirewall{recordingFirewall: newRecordingFirewall()}
+	e, err := New(DefaultConfig(), map[string]RulePolicy{"worm": {Threshold: 1, Window: time.Hour}}, fw,
+		slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry(), WithIntervals(10*time.Millisecond, time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	go func() { _ = e.Run(ctx) }()
+	e.Offend(matcher.Offense{Addr: netip.MustParseAddr("203.0.113.7"), Rule: "worm"})
+	waitFor(t, func() bool { return fw.has("203.0.113.7") })
+	// Someone flushes the ruleset: the kernel loses the element and the
+	// check sees drift.
+	fw.recordingFirewall.mu.Lock()
+	clear(fw.elems)
+	fw.recordingFirewall.mu.Unlock()
+	fw.mu.Lock()
+	fw.drifts = 1
+	fw.mu.Unlock()
+	waitFor(t, func() bool { return fw.has("203.0.113.7") })
+	if got := testutil.ToFloat64(e.m.restores); got != 1 {
+		t.Errorf("restores = %v, want 1", got)
+	}
+	if st := e.Status(); st.Restores != 1 || st.Degraded {
+		t.Errorf("status = %+v", st)
+	}
+}
+
+func TestEnforcerAudit(t *testing.T) {
+	fw := newRecordingFirewall()
+	e, _ := newClockedEnforcer(t, DefaultConfig(), fw)
+	e.Offend(matcher.Offense{Addr: netip.MustParseAddr("203.0.113.7"), Rule: "worm"})
+	e.Offend(matcher.Offense{Addr: netip.MustParseAddr("203.0.113.8"), Rule: "worm"})
+	if err := e.Flush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	fw.mu.Lock()
+	delete(fw.elems, netip.MustParseAddr("203.0.113.7"))
+	fw.elems[netip.MustParseAddr("203.0.113.99")] = time.Hour
+	fw.mu.Unlock()
+	missing, extra, err := e.Audit(t.Context())
+	if err != nil || missing != 1 || extra != 1 {
+		t.Fatalf("Audit() = %d missing, %d extra, %v; want 1, 1", missing, extra, err)
+	}
+	if err := e.Flush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if !fw.has("203.0.113.7") || fw.has("203.0.113.99") {
+		t.Errorf("audit did not repair: %v", fw.elems)
+	}
+}
+
+// failingFirewall fails every write, as with netlink gone.
+type failingFirewall struct{ *recordingFirewall }
+
+func (failingFirewall) Add(context.Context, []Element) error {
+	return errors.New("add: netlink receive: no buffer space available")
+}
+
+func TestEnforcerStatusDegraded(t *testing.T) {
+	e, _ := newClockedEnforcer(t, DefaultConfig(), failingFirewall{newRecordingFirewall()})
+	e.Offend(matcher.Offense{Addr: netip.MustParseAddr("203.0.113.7"), Rule: "worm"})
+	if err := e.Flush(t.Context()); err == nil {
+		t.Fatal("Flush() succeeded on a failing firewall")
+	}
+	st := e.Status()
+	if !st.Degraded || !strings.Contains(st.LastError, "no buffer space") || st.Pending != 1 {
+		t.Errorf("status = %+v, want degraded with the error and the ban still pending", st)
+	}
+}
+
+func TestStoreRoundTrip(t *testing.T) {
+	st, err := OpenStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	now := t0
+	bans := []Ban{
+		{Addr: netip.MustParseAddr("203.0.113.1"), Rule: "worm", Start: now.Add(-time.Hour), Until: now.Add(time.Hour), Hits: 3},
+		{Addr: netip.MustParseAddr("2001:db8::1"), Rule: "manual", Start: now, Until: now.Add(time.Minute), Hits: 0, Manual: true},
+		{Addr: netip.MustParseAddr("203.0.113.2"), Rule: "old", Start: now.Add(-2 * time.Hour), Until: now.Add(-time.Second)},
+	}
+	hist := []History{
+		{Addr: netip.MustParseAddr("203.0.113.1"), Hits: 3, Bans: 2, FirstSeen: now.Add(-time.Hour), LastSeen: now, BannedUntil: now.Add(time.Hour)},
+		{Addr: netip.MustParseAddr("203.0.113.9"), Hits: 1, LastSeen: now.Add(-time.Hour)},
+	}
+	if err := st.Commit(bans, hist, nil); err != nil {
+		t.Fatal(err)
+	}
+	gotBans, gotHist, err := st.Load(now, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range bans {
+		bans[i].Duration = bans[i].Until.Sub(bans[i].Start)
+	}
+	eq := cmp.Comparer(func(a, b time.Time) bool { return a.Equal(b) })
+	less := func(a, b Ban) bool { return a.Addr.Less(b.Addr) }
+	if diff := cmp.Diff(bans[:2], gotBans, eq, cmp.Comparer(func(a, b netip.Addr) bool { return a == b }), cmpSortBans(less)); diff != "" {
+		t.Errorf("bans (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(hist[:1], gotHist, eq, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
+		t.Errorf("history, newest 1 (-want +got):\n%s", diff)
+	}
+	// Load deleted the expired ban and the older history.
+	gotBans, gotHist, err = st.Load(now.Add(-time.Hour), 10)
+	if err != nil || len(gotBans) != 2 || len(gotHist) != 1 {
+		t.Errorf("second Load = %d bans, %d history, %v; want 2, 1", len(gotBans), len(gotHist), err)
+	}
+}
+
+func cmpSortBans(less func(a, b Ban) bool) cmp.Option {
+	return cmp.Transformer("sort", func(in []Ban) []Ban {
+		out := append([]Ban(nil), in...)
+		for i := range out {
+			for j := i + 1; j < len(out); j++ {
+				if less(out[j], out[i]) {
+					out[i], out[j] = out[j], out[i]
+				}
+			}
+		}
+		return out
+	})
+}
