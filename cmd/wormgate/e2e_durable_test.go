@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -38,38 +37,13 @@ func kernelTimed(t *testing.T, ns *nftest.NS) map[string]time.Duration {
 // tryKernelTimed is kernelTimed for a table that may be missing.
 func tryKernelTimed(t *testing.T, ns *nftest.NS) (map[string]time.Duration, error) {
 	t.Helper()
-	out := map[string]time.Duration{}
-	for _, set := range []string{"blocked4", "blocked6"} {
-		raw, err := ns.Command(context.Background(), "nft", "-j", "list", "set", "inet", "wormgate", set).Output()
-		if err != nil {
-			return nil, fmt.Errorf("nft list set %s: %w", set, err)
-		}
-		var doc struct {
-			Nftables []struct {
-				Set *struct {
-					Elem []json.RawMessage `json:"elem"`
-				} `json:"set"`
-			} `json:"nftables"`
-		}
-		if err := json.Unmarshal(raw, &doc); err != nil {
-			t.Fatalf("nft json: %v", err)
-		}
-		for _, o := range doc.Nftables {
-			if o.Set == nil {
-				continue
-			}
-			for _, r := range o.Set.Elem {
-				var e struct {
-					Elem struct {
-						Val     string `json:"val"`
-						Expires int64  `json:"expires"`
-					} `json:"elem"`
-				}
-				if err := json.Unmarshal(r, &e); err != nil || e.Elem.Val == "" {
-					t.Fatalf("nft element without timeout: %s", r)
-				}
-				out[e.Elem.Val] = time.Duration(e.Elem.Expires) * time.Second
-			}
+	out, err := nftest.Blocked(ns.Name, "wormgate")
+	if err != nil {
+		return nil, err
+	}
+	for a, d := range out {
+		if d == 0 {
+			t.Fatalf("nft element without timeout: %s", a)
 		}
 	}
 	return out, nil

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/netip"
 	"os"
@@ -172,52 +173,16 @@ func (d *daemon) counters(t *testing.T) map[string]float64 {
 	return st.Counters
 }
 
-// kernelSet lists the addresses in one of the table's sets, read with the
-// nft tool, independently of wormgate's own code.
-func kernelSet(t *testing.T, ns *nftest.NS, set string) []string {
+// kernelAddrs lists the blocked addresses, read with the nft tool.
+func kernelAddrs(t *testing.T, ns *nftest.NS) []string {
 	t.Helper()
-	out, err := ns.Command(context.Background(), "nft", "-j", "list", "set", "inet", "wormgate", set).Output()
+	m, err := nftest.Blocked(ns.Name, "wormgate")
 	if err != nil {
-		t.Fatalf("nft list set %s: %v", set, err)
+		t.Fatal(err)
 	}
-	var doc struct {
-		Nftables []struct {
-			Set *struct {
-				Elem []json.RawMessage `json:"elem"`
-			} `json:"set"`
-		} `json:"nftables"`
-	}
-	if err := json.Unmarshal(out, &doc); err != nil {
-		t.Fatalf("nft json: %v\n%s", err, out)
-	}
-	var addrs []string
-	for _, o := range doc.Nftables {
-		if o.Set == nil {
-			continue
-		}
-		for _, raw := range o.Set.Elem {
-			var s string
-			if json.Unmarshal(raw, &s) == nil {
-				addrs = append(addrs, s)
-				continue
-			}
-			var e struct {
-				Elem struct {
-					Val string `json:"val"`
-				} `json:"elem"`
-			}
-			if err := json.Unmarshal(raw, &e); err != nil {
-				t.Fatalf("nft element %s: %v", raw, err)
-			}
-			addrs = append(addrs, e.Elem.Val)
-		}
-	}
+	addrs := slices.Collect(maps.Keys(m))
 	slices.Sort(addrs)
 	return addrs
-}
-
-func kernelAddrs(t *testing.T, ns *nftest.NS) []string {
-	return append(kernelSet(t, ns, "blocked4"), kernelSet(t, ns, "blocked6")...)
 }
 
 // waitKernel polls until every address in want is in the kernel sets.

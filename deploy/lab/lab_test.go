@@ -2,9 +2,9 @@ package lab
 
 import (
 	"bufio"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -188,45 +188,11 @@ func (l *lab) kernelHas(t *testing.T, addr string) bool {
 
 func (l *lab) kernel(t *testing.T) []string {
 	t.Helper()
-	var addrs []string
-	for _, set := range []string{"blocked4", "blocked6"} {
-		out, err := exec.Command("ip", "netns", "exec", l.ns["gw"], "nft", "-j", "list", "set", "inet", "wormgate", set).Output()
-		if err != nil {
-			t.Fatalf("nft list set %s: %v", set, err)
-		}
-		var doc struct {
-			Nftables []struct {
-				Set *struct {
-					Elem []json.RawMessage `json:"elem"`
-				} `json:"set"`
-			} `json:"nftables"`
-		}
-		if err := json.Unmarshal(out, &doc); err != nil {
-			t.Fatalf("nft json: %v\n%s", err, out)
-		}
-		for _, o := range doc.Nftables {
-			if o.Set == nil {
-				continue
-			}
-			for _, raw := range o.Set.Elem {
-				// A plain address, or {"elem": {"val": addr, "timeout": ...}}.
-				var a string
-				if json.Unmarshal(raw, &a) != nil {
-					var e struct {
-						Elem struct {
-							Val string `json:"val"`
-						} `json:"elem"`
-					}
-					if err := json.Unmarshal(raw, &e); err != nil {
-						t.Fatalf("nft element %s: %v", raw, err)
-					}
-					a = e.Elem.Val
-				}
-				addrs = append(addrs, a)
-			}
-		}
+	m, err := nftest.Blocked(l.ns["gw"], "wormgate")
+	if err != nil {
+		t.Fatal(err)
 	}
-	return addrs
+	return slices.Collect(maps.Keys(m))
 }
 
 func (l *lab) waitKernel(t *testing.T, addr string, within time.Duration) time.Time {
