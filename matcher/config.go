@@ -3,6 +3,7 @@ package matcher
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 )
@@ -72,6 +73,13 @@ type Config struct {
 	// recently used record goes first. 0 means 100000, which covers the
 	// messages in flight on a busy site several times over.
 	QueueTableSize int `yaml:"queue_table_size"`
+	// ReinjectionSources are the content filters (amavis, a milter-less
+	// after-queue filter) that hand mail back to Postfix with XFORWARD.
+	// Only a client= record whose connecting client is in one of these
+	// prefixes may name the original client in orig_client; for any
+	// other client the connecting address is the origin, whatever the
+	// rest of the record says. Default: loopback.
+	ReinjectionSources []netip.Prefix `yaml:"reinjection_sources"`
 }
 
 // DefaultConfig returns the built-in rules: a rule set an operator can
@@ -165,8 +173,14 @@ func DefaultConfig() Config {
 				BanFor:    6 * time.Hour,
 			},
 		},
-		QueueTableSize: DefaultQueueTableSize,
+		QueueTableSize:     DefaultQueueTableSize,
+		ReinjectionSources: DefaultReinjectionSources(),
 	}
+}
+
+// DefaultReinjectionSources is loopback: a content filter on the MX itself.
+func DefaultReinjectionSources() []netip.Prefix {
+	return []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
 }
 
 // WithDefaults returns a copy of c with zero fields set to their defaults
@@ -202,6 +216,11 @@ func (c Config) Validate() error {
 	var errs []error
 	if c.QueueTableSize < 0 {
 		errs = append(errs, fmt.Errorf("matcher.queue_table_size: %w: %d, want >= 1 (0 for the default)", ErrOutOfRange, c.QueueTableSize))
+	}
+	for i, p := range c.ReinjectionSources {
+		if !p.IsValid() {
+			errs = append(errs, fmt.Errorf("matcher.reinjection_sources[%d]: %w", i, ErrRequired))
+		}
 	}
 	errs = append(errs, validateRules(c.Rules)...)
 	return errors.Join(errs...)

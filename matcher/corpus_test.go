@@ -85,7 +85,7 @@ func readCorpus(t *testing.T) []corpusCase {
 
 // kindRules has one catch-all rule per kind, named after it.
 func kindRules() Config {
-	var cfg Config
+	cfg := Config{ReinjectionSources: DefaultReinjectionSources()}
 	for _, k := range kinds {
 		cfg.Rules = append(cfg.Rules, Rule{Name: string(k), Kinds: []Kind{k}, Pattern: MustRegexp(``)})
 	}

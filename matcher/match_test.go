@@ -23,7 +23,7 @@ func contentRules() []Rule {
 
 // testConfig is the default content rules plus one rule per other kind.
 func testConfig() Config {
-	cfg := Config{Rules: contentRules()}
+	cfg := Config{Rules: contentRules(), ReinjectionSources: DefaultReinjectionSources()}
 	re := func(s string) *Regexp { r := MustRegexp(s); return &r }
 	cfg.Rules = append(cfg.Rules,
 		Rule{Name: "relay-denied", Kinds: []Kind{KindSMTPDReject}, Pattern: MustRegexp(`Relay access denied`)},
@@ -148,12 +148,12 @@ func TestMatch(t *testing.T) {
 			want: []verdict{{"2001:db8:66::66", "worm-signature", KindCleanupReject, "A1B2C3D4E5"}},
 		},
 		{
-			name: "orig_client that is not the last field is not trusted",
+			name: "orig_client from a client that is not a re-injection source is ignored",
 			lines: []line{
 				mx(smtpd, "A1B2C3D4E5: client=unknown[203.0.113.66], orig_client=unknown[192.0.2.1] junk"),
 				mx(cleanup, "A1B2C3D4E5: reject: body x from unknown[203.0.113.66]"+tail+": 5.7.1 W32.Mydoom worm"),
 			},
-			wantUnattributed: map[Kind]uint64{KindCleanupReject: 1},
+			want: []verdict{{"203.0.113.66", "worm-signature", KindCleanupReject, "A1B2C3D4E5"}},
 		},
 		{
 			name: "SASL fields without orig_client",

@@ -47,6 +47,10 @@ type ruleSet struct {
 type Matcher struct {
 	rules atomic.Pointer[ruleSet]
 
+	// reinjection lists the content filters whose client= records name the
+	// original client in orig_client; fixed at New.
+	reinjection []netip.Prefix
+
 	// Owned by the goroutine that calls Match.
 	queue  *simplelru.LRU[queueKey, netip.Addr]
 	intern map[string]string
@@ -55,6 +59,7 @@ type Matcher struct {
 	matched      [numKinds]atomic.Uint64
 	unattributed [numKinds]atomic.Uint64
 	clients      atomic.Uint64
+	ambiguous    atomic.Uint64
 	queueLen     atomic.Int64
 	evictions    atomic.Uint64
 }
@@ -72,6 +77,11 @@ type Stats struct {
 	Unattributed map[Kind]uint64
 	// Clients counts client= records stored in the queue table.
 	Clients uint64
+	// AmbiguousClients counts client= records from a re-injection source
+	// whose original client could not be told apart from text a client
+	// may have written (e.g. a MAIL FROM AUTH= value); the message's
+	// events are unattributed.
+	AmbiguousClients uint64
 	// QueueEntries is the current size of the queue table.
 	QueueEntries int
 	// QueueEvictions counts records pushed out of the full queue table
@@ -90,7 +100,7 @@ func New(cfg Config) (*Matcher, error) {
 		return nil, fmt.Errorf("matcher: %w", err)
 	}
 	cfg = cfg.WithDefaults()
-	m := &Matcher{intern: make(map[string]string)}
+	m := &Matcher{intern: make(map[string]string), reinjection: slices.Clone(cfg.ReinjectionSources)}
 	q, err := simplelru.NewLRU[queueKey, netip.Addr](cfg.QueueTableSize, nil)
 	if err != nil {
 		return nil, fmt.Errorf("matcher: queue table: %w", err)
@@ -141,12 +151,13 @@ func compileRules(rules []Rule) *ruleSet {
 // Stats returns a snapshot of the counters.
 func (m *Matcher) Stats() Stats {
 	s := Stats{
-		Events:         make(map[Kind]uint64, numKinds),
-		Matched:        make(map[Kind]uint64, numKinds),
-		Unattributed:   make(map[Kind]uint64, numKinds),
-		Clients:        m.clients.Load(),
-		QueueEntries:   int(m.queueLen.Load()),
-		QueueEvictions: m.evictions.Load(),
+		Events:           make(map[Kind]uint64, numKinds),
+		Matched:          make(map[Kind]uint64, numKinds),
+		Unattributed:     make(map[Kind]uint64, numKinds),
+		Clients:          m.clients.Load(),
+		AmbiguousClients: m.ambiguous.Load(),
+		QueueEntries:     int(m.queueLen.Load()),
+		QueueEvictions:   m.evictions.Load(),
 	}
 	for i, k := range kinds {
 		s.Events[k] = m.events[i].Load()
@@ -311,8 +322,11 @@ func (m *Matcher) evaluate(dst []Offense, ki int, msg receiver.Message, qid stri
 // previous holder of the ID.
 func (m *Matcher) remember(host, instance, qid, record string) {
 	key := queueKey{m.internString(host), m.internString(instance), strings.Clone(qid)}
-	addr, ok := parseClient(record)
-	if !ok {
+	addr, status := parseClient(record, m.isReinjector)
+	if status != clientOK {
+		if status == clientAmbiguous {
+			m.ambiguous.Add(1)
+		}
 		m.forget(key)
 		return
 	}
@@ -321,6 +335,15 @@ func (m *Matcher) remember(host, instance, qid, record string) {
 	}
 	m.clients.Add(1)
 	m.queueLen.Store(int64(m.queue.Len()))
+}
+
+func (m *Matcher) isReinjector(a netip.Addr) bool {
+	for _, p := range m.reinjection {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 func (m *Matcher) forget(key queueKey) {

@@ -115,30 +115,64 @@ func normalizeAddr(a netip.Addr) netip.Addr {
 
 func isDigit(c byte) bool { return '0' <= c && c <= '9' }
 
+// clientStatus says what a client= record told about the message's origin.
+type clientStatus int
+
+const (
+	// clientInvalid: the record names no usable address.
+	clientInvalid clientStatus = iota
+	// clientOK: the address is Postfix's own record of the origin.
+	clientOK
+	// clientAmbiguous: the record comes from a re-injection source, but its
+	// original client cannot be read without trusting text that a client
+	// may have written.
+	clientAmbiguous
+)
+
 // parseClient parses the rest of "QID: client=..." as smtpd and qmqpd write
-// it: "name[addr](:port)?" then optional ", sasl_method=...",
-// ", sasl_username=...", ", sasl_sender=...", ", orig_queue_id=..." and
-// ", orig_client=name[addr](:port)?", always in that order. With
-// orig_client (XFORWARD from a content filter re-injecting mail) the
-// original client is the one to blame, not the filter. ok is false when the
-// record names no usable address.
-func parseClient(s string) (addr netip.Addr, ok bool) {
+// it (smtpd.c, smtpd_sasl_proto.c's smtpd_sasl_mail_log):
+//
+//	client=NAMADDR[, sasl_method=M][, sasl_username=U][, sasl_sender=S]
+//	      [, orig_queue_id=ID][, orig_client=NAMADDR]
+//
+// NAMADDR is "name[addr]" or "name[addr]:port", with a name that Postfix
+// validated as a host name. Only the first NAMADDR is written before any
+// client text: sasl_sender is the client's own MAIL FROM AUTH= parameter
+// (accepted from unauthenticated clients too, and quoted, it can hold
+// spaces, commas and brackets), so it can imitate ", orig_client=..." or
+// hide the real one. Hence:
+//   - a connecting client that is not a re-injection source is the origin,
+//     whatever follows its NAMADDR;
+//   - from a re-injection source (a content filter handing mail back with
+//     XFORWARD) the origin is orig_client, trusted only when no
+//     sasl_sender precedes it. orig_queue_id (XFORWARD IDENT) is neutered
+//     by smtpd and cannot hold a space; sasl_method and sasl_username are
+//     the re-injector's own authentication. Anything else is ambiguous.
+func parseClient(s string, reinjector func(netip.Addr) bool) (netip.Addr, clientStatus) {
 	addr, rest, ok := cutNamAddr(s)
 	if !ok || (rest != "" && !strings.HasPrefix(rest, ", ")) {
-		return netip.Addr{}, false
+		return netip.Addr{}, clientInvalid
 	}
-	// orig_client is the last field. sasl_sender (from MAIL FROM AUTH=)
-	// cannot contain a space, so ", orig_client=" cannot be forged there;
-	// requiring the field to end the line keeps anything after it out.
+	if reinjector == nil || !reinjector(addr) {
+		return addr, clientOK
+	}
 	const origClient = ", orig_client="
-	if i := strings.LastIndex(rest, origClient); i >= 0 {
-		orig, tail, ok := cutNamAddr(rest[i+len(origClient):])
-		if !ok || tail != "" {
-			return netip.Addr{}, false
-		}
-		return orig, true
+	if strings.Contains(rest, ", sasl_sender=") {
+		return netip.Addr{}, clientAmbiguous
 	}
-	return addr, true
+	i := strings.Index(rest, origClient)
+	if i < 0 {
+		// Mail the re-injector submitted itself, or a filter that does not
+		// forward the client: the origin is unknown.
+		return netip.Addr{}, clientAmbiguous
+	}
+	// The first orig_client must end the line: a second one, or any text
+	// after it, is not Postfix's layout.
+	orig, tail, ok := cutNamAddr(rest[i+len(origClient):])
+	if !ok || tail != "" {
+		return netip.Addr{}, clientAmbiguous
+	}
+	return orig, clientOK
 }
 
 // parseAnchoredReject parses the rest of "NOQUEUE|QID: reject: " (or

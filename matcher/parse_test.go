@@ -1,6 +1,7 @@
 package matcher
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -97,8 +98,9 @@ func TestParseAddresses(t *testing.T) {
 }
 
 func client(s string) (string, bool) {
-	a, ok := parseClient(s)
-	return addrString(a, ok)
+	loopback := func(a netip.Addr) bool { return a.IsLoopback() }
+	a, st := parseClient(s, loopback)
+	return addrString(a, st == clientOK)
 }
 
 func anchored(s string) (string, bool) {

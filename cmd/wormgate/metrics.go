@@ -17,6 +17,8 @@ var (
 		"Offenses produced by rules, by event kind.", []string{"kind"}, nil)
 	descUnattributed = prometheus.NewDesc("wormgate_events_unattributed_total",
 		"Events a rule matched but no client= record attributed; nobody was banned.", []string{"kind"}, nil)
+	descAmbiguous = prometheus.NewDesc("wormgate_client_records_ambiguous_total",
+		"client= records from a re-injection source whose original client could not be read with certainty; their events attribute nobody.", nil, nil)
 	descQueueEntries = prometheus.NewDesc("wormgate_queue_table_entries",
 		"(host, queue ID) -> client records held.", nil, nil)
 	descQueueEvictions = prometheus.NewDesc("wormgate_queue_table_evictions_total",
@@ -24,7 +26,7 @@ var (
 )
 
 func (c matcherCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descEvents, descMatched, descUnattributed, descQueueEntries, descQueueEvictions} {
+	for _, d := range []*prometheus.Desc{descEvents, descMatched, descUnattributed, descAmbiguous, descQueueEntries, descQueueEvictions} {
 		ch <- d
 	}
 }
@@ -36,6 +38,7 @@ func (c matcherCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descMatched, prometheus.CounterValue, float64(st.Matched[k]), string(k))
 		ch <- prometheus.MustNewConstMetric(descUnattributed, prometheus.CounterValue, float64(st.Unattributed[k]), string(k))
 	}
+	ch <- prometheus.MustNewConstMetric(descAmbiguous, prometheus.CounterValue, float64(st.AmbiguousClients))
 	ch <- prometheus.MustNewConstMetric(descQueueEntries, prometheus.GaugeValue, float64(st.QueueEntries))
 	ch <- prometheus.MustNewConstMetric(descQueueEvictions, prometheus.CounterValue, float64(st.QueueEvictions))
 }
