@@ -44,9 +44,9 @@ func decoyReject(qid, client string) string {
 func TestClientRecordAttribution(t *testing.T) {
 	const worm = "203.0.113.67"
 	tests := []struct {
-		name, client string // client: the text after "QID: client="
-		want             string // "" for unattributed
-		wantAmbiguous    uint64
+		name, client  string // client: the text after "QID: client="
+		want          string // "" for unattributed
+		wantAmbiguous uint64
 	}{
 		// Plain shapes.
 		{"plain", "unknown[203.0.113.67]", worm, 0},

@@ -4,13 +4,13 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/wormgate/wormgate/receiver"
+	"github.com/wormgate/wormgate/receiver/syslog"
 )
 
 // benchMessages is a mail log mix: per message about ten lines, of which
 // one client= record and, for one message in ten, a cleanup reject.
-func benchMessages(b *testing.B) []receiver.Message {
-	var msgs []receiver.Message
+func benchMessages(b *testing.B) []syslog.Message {
+	var msgs []syslog.Message
 	for i := range 100 {
 		qid := fmt.Sprintf("%08X", 0xC31CF000+i)
 		addr := fmt.Sprintf("203.0.113.%d", i)

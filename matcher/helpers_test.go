@@ -1,23 +1,23 @@
 package matcher
 
 import (
-	"bufio"
 	"net/netip"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/wormgate/wormgate/receiver/syslog/syslogtest"
+
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/wormgate/wormgate/receiver"
+	"github.com/wormgate/wormgate/receiver/syslog"
 )
 
 // parseFileLine parses the "RFC3339 host prog[pid]: text" lines that
 // Debian's rsyslog writes; it exists only so that these tests do not depend
 // on the receiver's parser.
-func parseFileLine(t testing.TB, line string) receiver.Message {
+func parseFileLine(t testing.TB, line string) syslog.Message {
 	t.Helper()
 	ts, rest, ok1 := strings.Cut(line, " ")
 	host, rest, ok2 := strings.Cut(rest, " ")
@@ -29,7 +29,7 @@ func parseFileLine(t testing.TB, line string) receiver.Message {
 	if err != nil {
 		t.Fatalf("test line %q: %v", line, err)
 	}
-	msg := receiver.Message{Time: tm, Host: host, Program: tag, Text: text, Transport: "file"}
+	msg := syslog.Message{Time: tm, Host: host, Program: tag, Text: text, Transport: "file"}
 	if i := strings.IndexByte(tag, '['); i >= 0 && strings.HasSuffix(tag, "]") {
 		msg.Program = tag[:i]
 		pid, err := strconv.Atoi(tag[i+1 : len(tag)-1])
@@ -43,25 +43,7 @@ func parseFileLine(t testing.TB, line string) receiver.Message {
 
 func readSample(t testing.TB) []string {
 	t.Helper()
-	f, err := os.Open("testdata/postfix-3.7-rsyslog-file.log")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var lines []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if sc.Text() != "" {
-			lines = append(lines, sc.Text())
-		}
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
-	}
-	if len(lines) == 0 {
-		t.Fatal("empty sample")
-	}
-	return lines
+	return syslogtest.SampleLines()
 }
 
 func newMatcher(t testing.TB, cfg Config) *Matcher {
@@ -74,8 +56,8 @@ func newMatcher(t testing.TB, cfg Config) *Matcher {
 }
 
 // msgAt is a message from host "mx" at a fixed time.
-func msgAt(program, text string) receiver.Message {
-	return receiver.Message{
+func msgAt(program, text string) syslog.Message {
+	return syslog.Message{
 		Time:    time.Date(2026, 11, 26, 18, 19, 13, 0, time.UTC),
 		Host:    "mx",
 		Program: program,

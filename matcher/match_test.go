@@ -6,7 +6,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
-	"github.com/wormgate/wormgate/receiver"
+	"github.com/wormgate/wormgate/receiver/syslog"
 )
 
 // contentRules are the default rules for cleanup events only, so that the
@@ -393,7 +393,7 @@ func TestMatch(t *testing.T) {
 // allocate.
 func TestMatchNoAllocs(t *testing.T) {
 	m := newMatcher(t, DefaultConfig())
-	msgs := []receiver.Message{
+	msgs := []syslog.Message{
 		msgAt("postfix/smtpd", "connect from unknown[203.0.113.66]"),
 		msgAt("postfix/smtpd", "disconnect from unknown[203.0.113.66] ehlo=1 mail=1 rcpt=1 data=0/1 quit=1 commands=4/5"),
 		msgAt("postfix/cleanup", "C31CFB81BD: message-id=<20261126181913.005326@vm>"),

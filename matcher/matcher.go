@@ -10,7 +10,7 @@ import (
 
 	"github.com/hashicorp/golang-lru/v2/simplelru"
 
-	"github.com/wormgate/wormgate/receiver"
+	"github.com/wormgate/wormgate/receiver/syslog"
 )
 
 // Kind indexes, in the order of kinds.
@@ -169,7 +169,7 @@ func (m *Matcher) Stats() Stats {
 
 // Match appends the offenses for msg to dst and returns it. It also
 // updates the queue table from client=, reject and removed records.
-func (m *Matcher) Match(dst []Offense, msg receiver.Message) []Offense {
+func (m *Matcher) Match(dst []Offense, msg syslog.Message) []Offense {
 	instance, service, ok := splitProgram(msg.Program)
 	if !ok {
 		return dst
@@ -201,7 +201,7 @@ func (m *Matcher) Match(dst []Offense, msg receiver.Message) []Offense {
 	return dst
 }
 
-func (m *Matcher) matchSMTPD(dst []Offense, msg receiver.Message, instance string) []Offense {
+func (m *Matcher) matchSMTPD(dst []Offense, msg syslog.Message, instance string) []Offense {
 	text := msg.Text
 	if rest, ok := strings.CutPrefix(text, "warning: "); ok {
 		if addr, ok := parseSASLFailure(rest); ok {
@@ -242,7 +242,7 @@ func (m *Matcher) matchSMTPD(dst []Offense, msg receiver.Message, instance strin
 	return m.evaluate(dst, ki, msg, qid, addr)
 }
 
-func (m *Matcher) matchCleanup(dst []Offense, msg receiver.Message, instance string) []Offense {
+func (m *Matcher) matchCleanup(dst []Offense, msg syslog.Message, instance string) []Offense {
 	qid, rest, ok := cutQueueID(msg.Text)
 	if !ok {
 		return dst
@@ -276,7 +276,7 @@ func (m *Matcher) matchCleanup(dst []Offense, msg receiver.Message, instance str
 
 // evaluate counts an event and appends one offense per matching rule. An
 // invalid addr means the event could not be attributed.
-func (m *Matcher) evaluate(dst []Offense, ki int, msg receiver.Message, qid string, addr netip.Addr) []Offense {
+func (m *Matcher) evaluate(dst []Offense, ki int, msg syslog.Message, qid string, addr netip.Addr) []Offense {
 	m.events[ki].Add(1)
 	rs := m.rules.Load()
 	matched := false

@@ -163,3 +163,5 @@ func indexTerm(b []byte) int {
 	}
 	return i
 }
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/wormgate/wormgate/receiver/syslog"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -45,14 +46,14 @@ var (
 // its output channel. It is single-use: New, Open (optional), Run.
 type Receiver struct {
 	cfg     Config
-	out     chan<- Message
+	out     chan<- syslog.Message
 	log     *slog.Logger
 	m       *metrics
 	tlsConf *tls.Config
 	allowed []netip.Prefix
 	loc     *time.Location
 	// parse is Parse; tests replace it to prove that panics are contained.
-	parse func([]byte, time.Time, *time.Location) (Message, error)
+	parse func([]byte, time.Time, *time.Location) (syslog.Message, error)
 
 	state atomic.Int32 // 0 new, 1 open, 2 running or done
 
@@ -70,7 +71,7 @@ type Receiver struct {
 
 // New checks cfg, loads the TLS key pair and registers the metrics on reg
 // (nil: not registered). Messages go to out; the receiver never closes it.
-func New(cfg Config, out chan<- Message, log *slog.Logger, reg prometheus.Registerer) (*Receiver, error) {
+func New(cfg Config, out chan<- syslog.Message, log *slog.Logger, reg prometheus.Registerer) (*Receiver, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -85,7 +86,7 @@ func New(cfg Config, out chan<- Message, log *slog.Logger, reg prometheus.Regist
 		out:   out,
 		log:   log,
 		loc:   time.Local,
-		parse: Parse,
+		parse: syslog.Parse,
 		conns: make(map[net.Conn]struct{}),
 		deny:  rateLimiter{every: denyLogEvery, burst: denyLogBurst},
 	}
@@ -299,7 +300,7 @@ func (r *Receiver) datagram(ctx context.Context, tm *transportMetrics, peer neti
 				break
 			}
 		}
-		frame := trimEnd(b[:end])
+		frame := syslog.TrimEnd(b[:end])
 		b = b[next:]
 		if len(frame) == 0 {
 			continue

@@ -26,6 +26,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/wormgate/wormgate/receiver/syslog"
 )
 
 const (
@@ -46,7 +47,7 @@ type harness struct {
 	once   sync.Once
 }
 
-func start(t *testing.T, out chan Message, mod func(*Config), before ...func(*Receiver)) *harness {
+func start(t *testing.T, out chan syslog.Message, mod func(*Config), before ...func(*Receiver)) *harness {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.UDPListen = []string{"127.0.0.1:0"}
@@ -160,18 +161,18 @@ func waitDropped(t *testing.T, g prometheus.Gatherer, transport, reason string, 
 	})
 }
 
-func recv(t *testing.T, out <-chan Message) Message {
+func recv(t *testing.T, out <-chan syslog.Message) syslog.Message {
 	t.Helper()
 	select {
 	case m := <-out:
 		return m
 	case <-time.After(5 * time.Second):
 		t.Fatal("no message within 5s")
-		return Message{}
+		return syslog.Message{}
 	}
 }
 
-func noMessage(t *testing.T, out <-chan Message) {
+func noMessage(t *testing.T, out <-chan syslog.Message) {
 	t.Helper()
 	select {
 	case m := <-out:
@@ -212,17 +213,17 @@ func closedByPeer(t *testing.T, c net.Conn) bool {
 }
 
 // ignoreTime compares RFC 3164 messages, whose year depends on today.
-var ignoreTime = cmpopts.IgnoreFields(Message{}, "Time")
+var ignoreTime = cmpopts.IgnoreFields(syslog.Message{}, "Time")
 
-func want3164(transport string, peer netip.Addr) Message {
-	return Message{Host: "vm", Program: "postfix/cleanup", PID: 5325, Text: cleanupText, Peer: peer, Transport: transport}
+func want3164(transport string, peer netip.Addr) syslog.Message {
+	return syslog.Message{Host: "vm", Program: "postfix/cleanup", PID: 5325, Text: cleanupText, Peer: peer, Transport: transport}
 }
 
-func want5424(transport string, peer netip.Addr) Message {
-	return Message{Time: ts("2026-11-26T18:19:13.79966Z"), Host: "mx1", Program: "postfix/cleanup", PID: 5325, Text: cleanupText, Peer: peer, Transport: transport}
+func want5424(transport string, peer netip.Addr) syslog.Message {
+	return syslog.Message{Time: ts("2026-11-26T18:19:13.79966Z"), Host: "mx1", Program: "postfix/cleanup", PID: 5325, Text: cleanupText, Peer: peer, Transport: transport}
 }
 
-func check(t *testing.T, want, got Message) {
+func check(t *testing.T, want, got syslog.Message) {
 	t.Helper()
 	if diff := cmp.Diff(want, got, msgOpts, ignoreTime); diff != "" {
 		t.Errorf("message mismatch (-want +got):\n%s", diff)
@@ -237,7 +238,7 @@ func check(t *testing.T, want, got Message) {
 }
 
 func TestReceiveUDPAndTCP(t *testing.T) {
-	out := make(chan Message, 16)
+	out := make(chan syslog.Message, 16)
 	h := start(t, out, nil)
 
 	u := dial(t, "udp", h.r.UDPAddrs()[0])
@@ -286,7 +287,7 @@ func TestReceiveIPv6Loopback(t *testing.T) {
 	} else {
 		_ = l.Close()
 	}
-	out := make(chan Message, 4)
+	out := make(chan syslog.Message, 4)
 	h := start(t, out, func(c *Config) {
 		c.UDPListen = []string{"[::1]:0"}
 		c.TCPListen = []string{"[::1]:0"}
@@ -304,7 +305,7 @@ func TestPeerUnmapped(t *testing.T) {
 	if want := netip.MustParseAddr("10.1.2.3"); got != want {
 		t.Fatalf("addrOf(%v) = %v, want %v", mapped, got, want)
 	}
-	r, err := New(DefaultConfig(), make(chan Message), nil, nil)
+	r, err := New(DefaultConfig(), make(chan syslog.Message), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -327,7 +328,7 @@ func TestPeerUnmapped(t *testing.T) {
 // connection and checks that it is counted under the right reason and that
 // the next good message on a new connection still arrives.
 func TestBadInput(t *testing.T) {
-	out := make(chan Message, 16)
+	out := make(chan syslog.Message, 16)
 	h := start(t, out, nil)
 	tcpAddr, udpAddr := h.r.TCPAddrs()[0], h.r.UDPAddrs()[0]
 	tests := []struct {
@@ -376,7 +377,7 @@ func TestBadInput(t *testing.T) {
 }
 
 func TestOversizeLineKeepsConnection(t *testing.T) {
-	out := make(chan Message, 4)
+	out := make(chan syslog.Message, 4)
 	h := start(t, out, nil)
 	c := dial(t, "tcp", h.r.TCPAddrs()[0])
 	send(t, c, "<13>"+strings.Repeat("A", 100<<10)+"\n"+wire3164+"\n")
@@ -387,7 +388,7 @@ func TestOversizeLineKeepsConnection(t *testing.T) {
 }
 
 func TestUDPOversize(t *testing.T) {
-	out := make(chan Message, 4)
+	out := make(chan syslog.Message, 4)
 	h := start(t, out, func(c *Config) { c.MaxMessageSize = 1024 })
 	u := dial(t, "udp", h.r.UDPAddrs()[0])
 	send(t, u, "<13>Nov 26 18:19:13 vm p: "+strings.Repeat("x", 2000))
@@ -397,7 +398,7 @@ func TestUDPOversize(t *testing.T) {
 }
 
 func TestSenderDenied(t *testing.T) {
-	out := make(chan Message, 4)
+	out := make(chan syslog.Message, 4)
 	h := start(t, out, func(c *Config) {
 		c.AllowedSenders = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}
 	})
@@ -421,7 +422,7 @@ func TestSenderDenied(t *testing.T) {
 }
 
 func TestUDPQueueFull(t *testing.T) {
-	out := make(chan Message, 1) // nobody reads it
+	out := make(chan syslog.Message, 1) // nobody reads it
 	h := start(t, out, nil)
 	u := dial(t, "udp", h.r.UDPAddrs()[0])
 	for range 3 {
@@ -434,7 +435,7 @@ func TestUDPQueueFull(t *testing.T) {
 }
 
 func TestTCPBackpressure(t *testing.T) {
-	out := make(chan Message) // unbuffered: every send waits for the reader
+	out := make(chan syslog.Message) // unbuffered: every send waits for the reader
 	h := start(t, out, nil)
 	c := dial(t, "tcp", h.r.TCPAddrs()[0])
 	for range 3 {
@@ -450,7 +451,7 @@ func TestTCPBackpressure(t *testing.T) {
 }
 
 func TestConnLimit(t *testing.T) {
-	out := make(chan Message, 4)
+	out := make(chan syslog.Message, 4)
 	h := start(t, out, func(c *Config) { c.MaxConnections = 1 })
 	addr := h.r.TCPAddrs()[0]
 	a := dial(t, "tcp", addr)
@@ -470,7 +471,7 @@ func TestConnLimit(t *testing.T) {
 }
 
 func TestIdleTimeout(t *testing.T) {
-	out := make(chan Message, 4)
+	out := make(chan syslog.Message, 4)
 	h := start(t, out, func(c *Config) { c.IdleTimeout = time.Second })
 	c := dial(t, "tcp", h.r.TCPAddrs()[0])
 	begin := time.Now()
@@ -483,13 +484,13 @@ func TestIdleTimeout(t *testing.T) {
 }
 
 func TestPanicInParserIsContained(t *testing.T) {
-	out := make(chan Message, 4)
+	out := make(chan syslog.Message, 4)
 	h := start(t, out, nil, func(r *Receiver) {
-		r.parse = func(b []byte, ref time.Time, loc *time.Location) (Message, error) {
+		r.parse = func(b []byte, ref time.Time, loc *time.Location) (syslog.Message, error) {
 			if strings.Contains(string(b), "BOOM") {
 				panic("boom")
 			}
-			return Parse(b, ref, loc)
+			return syslog.Parse(b, ref, loc)
 		}
 	})
 	u := dial(t, "udp", h.r.UDPAddrs()[0])
@@ -509,7 +510,7 @@ func TestPanicInParserIsContained(t *testing.T) {
 // the output channel, or stuck before the TLS handshake.
 func TestShutdownWithIdleClients(t *testing.T) {
 	certFile, keyFile, _ := writeCert(t)
-	out := make(chan Message) // never read
+	out := make(chan syslog.Message) // never read
 	h := start(t, out, func(c *Config) {
 		c.TLSListen = []string{"127.0.0.1:0"}
 		c.TLSCertFile, c.TLSKeyFile = certFile, keyFile
@@ -538,7 +539,7 @@ func TestShutdownWithIdleClients(t *testing.T) {
 
 func TestTLS(t *testing.T) {
 	certFile, keyFile, pool := writeCert(t)
-	out := make(chan Message, 4)
+	out := make(chan syslog.Message, 4)
 	h := start(t, out, func(c *Config) {
 		c.TLSListen = []string{"127.0.0.1:0"}
 		c.TLSCertFile, c.TLSKeyFile = certFile, keyFile
@@ -627,7 +628,7 @@ func TestOpenBusyPort(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.UDPListen = []string{"127.0.0.1:0"}
 	cfg.TCPListen = []string{busy.Addr().String()}
-	r, err := New(cfg, make(chan Message), nil, nil)
+	r, err := New(cfg, make(chan syslog.Message), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -644,7 +645,7 @@ func TestRunWithoutOpenAndTwice(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.UDPListen = []string{"127.0.0.1:0"}
 	cfg.TCPListen = nil
-	r, err := New(cfg, make(chan Message), nil, nil)
+	r, err := New(cfg, make(chan syslog.Message), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -664,20 +665,20 @@ func TestNewErrors(t *testing.T) {
 	}
 	bad := DefaultConfig()
 	bad.MaxConnections = 0
-	if _, err := New(bad, make(chan Message), nil, nil); !errors.Is(err, ErrConfig) {
+	if _, err := New(bad, make(chan syslog.Message), nil, nil); !errors.Is(err, ErrConfig) {
 		t.Errorf("New(bad config) = %v, want ErrConfig", err)
 	}
 	tlsCfg := DefaultConfig()
 	tlsCfg.TLSListen = []string{"127.0.0.1:0"}
 	tlsCfg.TLSCertFile, tlsCfg.TLSKeyFile = "/nonexistent/cert.pem", "/nonexistent/key.pem"
-	if _, err := New(tlsCfg, make(chan Message), nil, nil); err == nil || !strings.Contains(err.Error(), "tls_cert_file") {
+	if _, err := New(tlsCfg, make(chan syslog.Message), nil, nil); err == nil || !strings.Contains(err.Error(), "tls_cert_file") {
 		t.Errorf("New(missing cert) = %v, want an error naming tls_cert_file", err)
 	}
 	reg := prometheus.NewRegistry()
-	if _, err := New(DefaultConfig(), make(chan Message), nil, reg); err != nil {
+	if _, err := New(DefaultConfig(), make(chan syslog.Message), nil, reg); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := New(DefaultConfig(), make(chan Message), nil, reg); err == nil {
+	if _, err := New(DefaultConfig(), make(chan syslog.Message), nil, reg); err == nil {
 		t.Error("second New on one registry succeeded, want a registration error")
 	}
 }
@@ -704,3 +705,16 @@ func TestRateLimiter(t *testing.T) {
 		t.Errorf("limiter remembers %d addresses, want at most the burst", len(l.last))
 	}
 }
+
+const cleanupText = `C31CFB81BD: reject: header Subject: Re: Details from unknown[2001:db8:66::66]; from=<a@worm.example> to=<postmaster@mx.example.test> proto=ESMTP helo=<vm>: 5.7.1 Rejected, probably sent by a W32.HLLW.Mankx virus`
+
+func ts(s string) time.Time {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		panic(err)
+	}
+	return t
+}
+
+// msgOpts lets cmp look into Message.Peer.
+var msgOpts = cmpopts.EquateComparable(netip.Addr{})

@@ -18,7 +18,7 @@ import (
 	"github.com/wormgate/wormgate/enforcer"
 	"github.com/wormgate/wormgate/enforcer/nftest"
 	"github.com/wormgate/wormgate/matcher"
-	"github.com/wormgate/wormgate/receiver"
+	"github.com/wormgate/wormgate/receiver/syslog"
 )
 
 // BenchmarkDecisionPath measures message -> offense -> ban decision: one
@@ -37,14 +37,14 @@ func BenchmarkDecisionPath(b *testing.B) {
 		b.Fatal(err)
 	}
 	const n = 1 << 16
-	msgs := make([]receiver.Message, 0, 2*n)
+	msgs := make([]syslog.Message, 0, 2*n)
 	now := time.Now()
 	for i := range n {
 		addr := netip.AddrFrom4([4]byte{203, byte(i >> 16), byte(i >> 8), byte(i)})
 		p := rejectPair(fmt.Sprintf("%010X", i+1), addr.String())
 		msgs = append(msgs,
-			receiver.Message{Time: now, Host: "mx1", Program: "postfix/smtpd", PID: 5320, Text: p[0]},
-			receiver.Message{Time: now, Host: "mx1", Program: "postfix/cleanup", PID: 5325, Text: p[1]})
+			syslog.Message{Time: now, Host: "mx1", Program: "postfix/smtpd", PID: 5320, Text: p[0]},
+			syslog.Message{Time: now, Host: "mx1", Program: "postfix/cleanup", PID: 5325, Text: p[1]})
 	}
 	var offs []matcher.Offense
 	bans := 0

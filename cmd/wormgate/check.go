@@ -17,7 +17,7 @@ import (
 
 	"github.com/wormgate/wormgate/enforcer"
 	"github.com/wormgate/wormgate/matcher"
-	"github.com/wormgate/wormgate/receiver"
+	"github.com/wormgate/wormgate/receiver/syslog"
 )
 
 // maxLine is the longest log line check reads; longer ones are counted
@@ -185,7 +185,7 @@ func openSource(name string, stdin io.Reader) (*source, error) {
 		} else {
 			head = nil
 		}
-		if msg, err := receiver.Parse(line, src.ref, time.Local); err == nil {
+		if msg, err := syslog.Parse(line, src.ref, time.Local); err == nil {
 			src.first = msg.Time
 			break
 		}
@@ -305,7 +305,7 @@ func (c *checker) line(line []byte, ref *time.Time) {
 	if len(line) == 0 {
 		return
 	}
-	msg, err := receiver.Parse(line, *ref, time.Local)
+	msg, err := syslog.Parse(line, *ref, time.Local)
 	if err != nil {
 		c.bad++
 		return

@@ -10,10 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wormgate/wormgate/receiver/syslog/syslogtest"
+
 	"github.com/google/go-cmp/cmp"
 )
 
-const sample = "testdata/postfix-3.7-rsyslog-file.log"
+var sample = syslogtest.SamplePath()
 
 func runCheck(t *testing.T, stdin string, args ...string) (stdout, stderr string) {
 	t.Helper()

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -19,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/wormgate/wormgate/receiver/syslog/syslogtest"
 
 	"github.com/wormgate/wormgate/enforcer/nftest"
 )
@@ -276,15 +277,9 @@ func sendUDP(t *testing.T, ns *nftest.NS, addr string, datagrams ...string) {
 // the default forwarding template's wire form.
 func sampleLines(t *testing.T) []string {
 	t.Helper()
-	f, err := os.Open("testdata/postfix-3.7-rsyslog-file.log")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
 	var out []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		ts, rest, ok := strings.Cut(sc.Text(), " ")
+	for _, l := range syslogtest.SampleLines() {
+		ts, rest, ok := strings.Cut(l, " ")
 		if !ok {
 			continue
 		}

@@ -21,6 +21,7 @@ import (
 	"github.com/wormgate/wormgate/enforcer"
 	"github.com/wormgate/wormgate/matcher"
 	"github.com/wormgate/wormgate/receiver"
+	"github.com/wormgate/wormgate/receiver/syslog"
 )
 
 // queueLen buffers messages between the receiver and the matcher, so a
@@ -94,7 +95,7 @@ func serve(ctx context.Context, cfg Config, path string, log *slog.Logger) error
 	}
 	enf.AddNeverBlock(ownPrefixes(log)...)
 	guard := &senderGuard{enf: enf, seen: make(map[netip.Addr]struct{}), log: log}
-	msgs := make(chan receiver.Message, queueLen)
+	msgs := make(chan syslog.Message, queueLen)
 	rcv, err := receiver.New(cfg.Receiver, msgs, log, reg)
 	if err != nil {
 		return fmt.Errorf("%w: %w", errConfig, err)

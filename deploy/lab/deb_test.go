@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/wormgate/wormgate/receiver/syslog/syslogtest"
+
 	"github.com/google/go-cmp/cmp"
 	"github.com/wormgate/wormgate/enforcer/nftest"
 )
@@ -77,7 +79,7 @@ func TestDeb(t *testing.T) {
 	}
 
 	for _, cfg := range []string{"/etc/wormgate/wormgate.yaml", "/usr/share/doc/wormgate/examples/example.yaml"} {
-		c := exec.Command("/usr/bin/wormgate", "check", "--config", cfg, "../testdata/postfix-3.7-rsyslog-file.log")
+		c := exec.Command("/usr/bin/wormgate", "check", "--config", cfg, syslogtest.SamplePath())
 		var stderr strings.Builder
 		c.Stderr = &stderr
 		b, err := c.Output()

@@ -1,4 +1,4 @@
-package receiver
+package syslog
 
 import (
 	"net/netip"

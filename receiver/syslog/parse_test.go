@@ -1,16 +1,16 @@
-package receiver
+package syslog
 
 import (
-	"bufio"
 	"errors"
 	"net/netip"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/wormgate/wormgate/receiver/syslog/syslogtest"
 )
 
 // msgOpts lets cmp look into Message.Peer.
@@ -238,7 +238,7 @@ func TestParseErrors(t *testing.T) {
 // TestParseSampleFile parses every line of real Postfix 3.7 output as
 // rsyslog writes it to a file, and checks the fields the matcher relies on.
 func TestParseSampleFile(t *testing.T) {
-	lines := readLines(t, "testdata/postfix-3.7-rsyslog-file.log")
+	lines := syslogtest.SampleLines()
 	if len(lines) < 20 {
 		t.Fatalf("sample has %d lines, want the whole capture", len(lines))
 	}
@@ -261,24 +261,6 @@ func TestParseSampleFile(t *testing.T) {
 	if diff := cmp.Diff(want, counts); diff != "" {
 		t.Errorf("host/program counts mismatch (-want +got):\n%s", diff)
 	}
-}
-
-func readLines(t testing.TB, path string) []string {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var lines []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		lines = append(lines, sc.Text())
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return lines
 }
 
 // TestParseAllocs pins the cost that `wormgate check` depends on.
@@ -315,7 +297,7 @@ func BenchmarkParse(b *testing.B) {
 }
 
 func FuzzParse(f *testing.F) {
-	for _, l := range readLines(f, "testdata/postfix-3.7-rsyslog-file.log") {
+	for _, l := range syslogtest.SampleLines() {
 		f.Add([]byte(l))
 	}
 	for _, l := range []string{

@@ -1,4 +1,4 @@
-package receiver
+package syslog
 
 import (
 	"errors"
@@ -13,10 +13,10 @@ import (
 // Errors returned by Parse. Callers count them; they never carry the line,
 // because the line is attacker-controlled and would flood logs.
 var (
-	ErrEmpty     = errors.New("receiver: empty line")
-	ErrPriority  = errors.New("receiver: bad PRI")
-	ErrTimestamp = errors.New("receiver: bad timestamp")
-	ErrMalformed = errors.New("receiver: malformed syslog line")
+	ErrEmpty     = errors.New("syslog: empty line")
+	ErrPriority  = errors.New("syslog: bad PRI")
+	ErrTimestamp = errors.New("syslog: bad timestamp")
+	ErrMalformed = errors.New("syslog: malformed syslog line")
 )
 
 // maxPRI is facility 23 (local7) * 8 + severity 7.
@@ -36,7 +36,7 @@ const halfYear = 183 * 24 * time.Hour
 // log file must run at more than a million lines per second; the result
 // costs one allocation (Host, Program and Text share one copy of the line).
 func Parse(line []byte, ref time.Time, loc *time.Location) (Message, error) {
-	line = trimEnd(line)
+	line = TrimEnd(line)
 	if len(line) == 0 {
 		return Message{}, ErrEmpty
 	}
@@ -54,9 +54,9 @@ func Parse(line []byte, ref time.Time, loc *time.Location) (Message, error) {
 	return parseTraditional(rest, ref, loc)
 }
 
-// trimEnd drops the terminators that framing leaves behind (CR of CRLF,
+// TrimEnd drops the terminators that framing leaves behind (CR of CRLF,
 // NUL of NUL-framed senders, LF of datagrams and files).
-func trimEnd(b []byte) []byte {
+func TrimEnd(b []byte) []byte {
 	for len(b) > 0 {
 		switch b[len(b)-1] {
 		case '\n', '\r', 0:
