@@ -3,9 +3,9 @@ package enforcer
 import (
 	"errors"
 	"fmt"
-	"net/netip"
 	"path/filepath"
-	"time"
+
+	"github.com/wormgate/wormgate/enforcer/policy"
 )
 
 // ErrInvalidConfig marks every configuration error of this package.
@@ -13,13 +13,9 @@ var ErrInvalidConfig = errors.New("invalid config")
 
 // Config is the enforcer's part of the YAML configuration.
 type Config struct {
-	// BanFor is the ban duration for rules that do not set their own.
-	BanFor time.Duration `yaml:"ban_for"`
-	// NeverBlock adds prefixes to the built-in never-block list
-	// (loopback, link-local, unspecified, multicast).
-	NeverBlock []netip.Prefix `yaml:"never_block"`
-	// OffenderCacheSize bounds how many offenders are remembered.
-	OffenderCacheSize int `yaml:"offender_cache_size"`
+	// Config is the ban policy's part: durations, escalation, never-block
+	// and offender memory, at the same level of the YAML file.
+	policy.Config `yaml:",inline"`
 	// MaxActiveBans caps the active bans; offenders past it are counted
 	// and not banned, so a flood cannot exhaust the kernel's memory.
 	MaxActiveBans int `yaml:"max_active_bans"`
@@ -29,13 +25,6 @@ type Config struct {
 	// fill the kernel in a moment. Extensions and manual bans are not
 	// limited.
 	MaxNewBansPerSecond int `yaml:"max_new_bans_per_second"`
-	// EscalationFactor multiplies the ban duration once for every earlier
-	// ban of the same address that the offender memory still holds;
-	// 1 disables escalation.
-	EscalationFactor float64 `yaml:"escalation_factor"`
-	// MaxBanFor caps escalated ban durations; it never shortens a rule's
-	// own ban_for.
-	MaxBanFor time.Duration `yaml:"max_ban_for"`
 	// StateDir holds the durable record of active bans and offender
 	// history (check never uses it). Empty keeps no record: bans then
 	// survive a restart only as long as the kernel table does.
@@ -56,12 +45,9 @@ type NFTablesYAML struct {
 // DefaultConfig returns the enforcer's defaults.
 func DefaultConfig() Config {
 	return Config{
-		BanFor:              24 * time.Hour,
-		OffenderCacheSize:   100_000,
+		Config:              policy.DefaultConfig(),
 		MaxActiveBans:       1_000_000,
 		MaxNewBansPerSecond: 1000,
-		EscalationFactor:    2,
-		MaxBanFor:           7 * 24 * time.Hour,
 		StateDir:            "/var/lib/wormgate",
 		NFTables: NFTablesYAML{
 			Table: "wormgate",
@@ -70,44 +56,16 @@ func DefaultConfig() Config {
 	}
 }
 
-// BuiltinNeverBlock are prefixes no rule and no operator can ban: banning
-// them would cut the gateway off from itself or do nothing useful.
-var BuiltinNeverBlock = []netip.Prefix{
-	netip.MustParsePrefix("0.0.0.0/8"),
-	netip.MustParsePrefix("127.0.0.0/8"),
-	netip.MustParsePrefix("169.254.0.0/16"),
-	netip.MustParsePrefix("224.0.0.0/4"),
-	netip.MustParsePrefix("255.255.255.255/32"),
-	netip.MustParsePrefix("::/128"),
-	netip.MustParsePrefix("::1/128"),
-	netip.MustParsePrefix("fe80::/10"),
-	netip.MustParsePrefix("ff00::/8"),
-}
-
 // Validate reports the first invalid field, named as in the YAML file.
 func (c Config) Validate() error {
-	if c.BanFor < time.Second {
-		return fmt.Errorf("%w: enforcer.ban_for: must be at least 1s, got %v", ErrInvalidConfig, c.BanFor)
-	}
-	for i, p := range c.NeverBlock {
-		if !p.IsValid() {
-			return fmt.Errorf("%w: enforcer.never_block[%d]: not a valid prefix", ErrInvalidConfig, i)
-		}
-	}
-	if c.OffenderCacheSize < 1 {
-		return fmt.Errorf("%w: enforcer.offender_cache_size: must be at least 1, got %d", ErrInvalidConfig, c.OffenderCacheSize)
+	if err := c.Config.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
 	if c.MaxActiveBans < 1 {
 		return fmt.Errorf("%w: enforcer.max_active_bans: must be at least 1, got %d", ErrInvalidConfig, c.MaxActiveBans)
 	}
 	if c.MaxNewBansPerSecond < 1 {
 		return fmt.Errorf("%w: enforcer.max_new_bans_per_second: must be at least 1, got %d", ErrInvalidConfig, c.MaxNewBansPerSecond)
-	}
-	if !(c.EscalationFactor >= 1 && c.EscalationFactor <= 100) {
-		return fmt.Errorf("%w: enforcer.escalation_factor: must be between 1 and 100, got %v", ErrInvalidConfig, c.EscalationFactor)
-	}
-	if c.MaxBanFor < c.BanFor {
-		return fmt.Errorf("%w: enforcer.max_ban_for: must be at least ban_for (%v), got %v", ErrInvalidConfig, c.BanFor, c.MaxBanFor)
 	}
 	if c.StateDir != "" && !filepath.IsAbs(c.StateDir) {
 		return fmt.Errorf("%w: enforcer.state_dir: must be an absolute path, got %q", ErrInvalidConfig, c.StateDir)

@@ -15,107 +15,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/wormgate/wormgate/enforcer/policy"
 	"github.com/wormgate/wormgate/matcher"
 )
-
-func TestPolicyEscalationAndExtension(t *testing.T) {
-	type step struct {
-		at      time.Duration
-		verdict Verdict
-		banFor  time.Duration
-	}
-	tests := []struct {
-		name   string
-		factor float64
-		max    time.Duration
-		rule   RulePolicy
-		steps  []step
-	}{
-		{
-			name: "doubles per earlier ban across expiries, capped", factor: 2, max: 5 * time.Hour,
-			rule: RulePolicy{Threshold: 1, Window: time.Minute, BanFor: time.Hour},
-			steps: []step{
-				{0, VerdictBan, time.Hour},
-				{2 * time.Hour, VerdictBan, 2 * time.Hour},
-				{5 * time.Hour, VerdictBan, 4 * time.Hour},
-				{10 * time.Hour, VerdictBan, 5 * time.Hour},
-				{16 * time.Hour, VerdictBan, 5 * time.Hour},
-			},
-		},
-		{
-			name: "re-offence while banned extends at the same level", factor: 2, max: 24 * time.Hour,
-			rule: RulePolicy{Threshold: 1, Window: time.Minute, BanFor: time.Hour},
-			steps: []step{
-				{0, VerdictBan, time.Hour},
-				{30 * time.Minute, VerdictExtend, time.Hour},
-				{80 * time.Minute, VerdictExtend, time.Hour},
-				{3 * time.Hour, VerdictBan, 2 * time.Hour},
-				{4 * time.Hour, VerdictExtend, 2 * time.Hour},
-			},
-		},
-		{
-			name: "factor 1 never escalates", factor: 1, max: 24 * time.Hour,
-			rule: RulePolicy{Threshold: 1, Window: time.Minute, BanFor: time.Hour},
-			steps: []step{
-				{0, VerdictBan, time.Hour},
-				{2 * time.Hour, VerdictBan, time.Hour},
-				{4 * time.Hour, VerdictBan, time.Hour},
-			},
-		},
-		{
-			name: "a rule's longer ban_for is not shortened by the cap", factor: 2, max: time.Hour,
-			rule: RulePolicy{Threshold: 1, Window: time.Minute, BanFor: 3 * time.Hour},
-			steps: []step{
-				{0, VerdictBan, 3 * time.Hour},
-				{4 * time.Hour, VerdictBan, 3 * time.Hour},
-			},
-		},
-		{
-			name: "threshold and window apply to every ban", factor: 2, max: 24 * time.Hour,
-			rule: RulePolicy{Threshold: 2, Window: 10 * time.Minute, BanFor: time.Hour},
-			steps: []step{
-				{0, VerdictCounted, 0},
-				{11 * time.Minute, VerdictCounted, 0},
-				{12 * time.Minute, VerdictBan, time.Hour},
-				{3 * time.Hour, VerdictCounted, 0},
-				{3*time.Hour + time.Minute, VerdictBan, 2 * time.Hour},
-			},
-		},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			cfg := DefaultConfig()
-			cfg.EscalationFactor, cfg.MaxBanFor, cfg.BanFor = tc.factor, tc.max, time.Hour
-			p, err := NewPolicy(cfg, map[string]RulePolicy{"r": tc.rule})
-			if err != nil {
-				t.Fatal(err)
-			}
-			var want, got []step
-			for _, s := range tc.steps {
-				want = append(want, s)
-				d := p.Observe(off("203.0.113.5", "r", s.at))
-				got = append(got, step{s.at, d.Verdict, d.Ban.Duration})
-			}
-			if diff := cmp.Diff(want, got, cmp.AllowUnexported(step{})); diff != "" {
-				t.Errorf("decisions (-want +got):\n%s", diff)
-			}
-		})
-	}
-}
-
-func TestPolicyEscalationForgottenWithOffender(t *testing.T) {
-	cfg := DefaultConfig()
-	cfg.OffenderCacheSize = 1
-	p, err := NewPolicy(cfg, map[string]RulePolicy{"r": {Threshold: 1, Window: time.Minute, BanFor: time.Hour}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.Observe(off("203.0.113.5", "r", 0))
-	p.Observe(off("203.0.113.6", "r", time.Minute)) // evicts .5
-	if d := p.Observe(off("203.0.113.5", "r", 3*time.Hour)); d.Ban.Duration != time.Hour {
-		t.Errorf("ban of a forgotten offender = %v, want the base 1h", d.Ban.Duration)
-	}
-}
 
 // fakeClock is a settable clock for the enforcer.
 type fakeClock struct {
@@ -132,7 +34,7 @@ func (c *fakeClock) add(d time.Duration) {
 
 func newClockedEnforcer(t *testing.T, cfg Config, fw Firewall, opts ...Option) (*Enforcer, *fakeClock) {
 	t.Helper()
-	e, err := New(cfg, map[string]RulePolicy{"worm": {Threshold: 1, Window: time.Hour}}, fw,
+	e, err := New(cfg, map[string]policy.RulePolicy{"worm": {Threshold: 1, Window: time.Hour}}, fw,
 		slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry(), opts...)
 	if err != nil {
 		t.Fatal(err)
@@ -160,18 +62,14 @@ func TestEnforcerNeverBlock(t *testing.T) {
 	for _, tc := range tests {
 		a := netip.MustParseAddr(tc.addr)
 		d := e.Offend(matcher.Offense{Addr: a, Rule: "worm"})
-		if d.Verdict != VerdictNeverBlock || d.Prefix.String() != tc.prefix {
+		if d.Verdict != policy.VerdictNeverBlock || d.Prefix.String() != tc.prefix {
 			t.Errorf("Offend(%s) = %v %v, want never_block %s", tc.addr, d.Verdict, d.Prefix, tc.prefix)
-		}
-		_, err := e.Ban(a, time.Hour, "")
-		if !errors.Is(err, ErrNeverBlock) || !strings.Contains(err.Error(), tc.prefix) {
-			t.Errorf("Ban(%s) = %v, want ErrNeverBlock naming %s", tc.addr, err, tc.prefix)
 		}
 	}
 	if n := len(e.Bans()); n != 0 {
 		t.Errorf("%d bans of protected addresses", n)
 	}
-	if d := e.Offend(matcher.Offense{Addr: netip.MustParseAddr("198.51.100.200"), Rule: "worm"}); d.Verdict != VerdictBan {
+	if d := e.Offend(matcher.Offense{Addr: netip.MustParseAddr("198.51.100.200"), Rule: "worm"}); d.Verdict != policy.VerdictBan {
 		t.Errorf("Offend(outside the prefix) = %v, want ban", d.Verdict)
 	}
 }
@@ -199,10 +97,6 @@ func TestEnforcerRateCap(t *testing.T) {
 	}
 	if n := testutil.ToFloat64(e.m.refused.WithLabelValues("rate")); n != 1 {
 		t.Errorf("rate refusals = %v, want 1", n)
-	}
-	// Manual bans are not limited.
-	if _, err := e.Ban(netip.MustParseAddr("203.0.113.9"), time.Hour, ""); err != nil {
-		t.Errorf("manual ban under the rate limit: %v", err)
 	}
 	clock.add(time.Second)
 	got = verdicts("203.0.113.3")
@@ -233,14 +127,7 @@ func TestEnforcerStoreRestart(t *testing.T) {
 	e1.Offend(matcher.Offense{Addr: netip.MustParseAddr("203.0.113.1"), Rule: "worm"})
 	clock.add(10 * time.Minute)
 	e1.Offend(matcher.Offense{Addr: netip.MustParseAddr("2001:db8::2"), Rule: "worm"})
-	if _, err := e1.Ban(netip.MustParseAddr("198.51.100.3"), 2*time.Hour, "operator"); err != nil {
-		t.Fatal(err)
-	}
-	e1.Offend(matcher.Offense{Addr: netip.MustParseAddr("203.0.113.4"), Rule: "worm"})
 	if err := e1.Flush(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	if err := e1.Unban(t.Context(), netip.MustParseAddr("203.0.113.4")); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := OpenStore(dir); !errors.Is(err, ErrStoreLocked) {
@@ -258,7 +145,7 @@ func TestEnforcerStoreRestart(t *testing.T) {
 	}
 	defer st2.Close()
 	fw2 := newRecordingFirewall()
-	e2, err := New(cfg, map[string]RulePolicy{"worm": {Threshold: 1, Window: time.Hour}}, fw2,
+	e2, err := New(cfg, map[string]policy.RulePolicy{"worm": {Threshold: 1, Window: time.Hour}}, fw2,
 		slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry(), WithStore(st2))
 	if err != nil {
 		t.Fatal(err)
@@ -276,9 +163,8 @@ func TestEnforcerStoreRestart(t *testing.T) {
 	restores := fw2.restores
 	fw2.mu.Unlock()
 	want := map[string]time.Duration{
-		"203.0.113.1":  5 * time.Minute,
-		"2001:db8::2":  15 * time.Minute,
-		"198.51.100.3": 75 * time.Minute,
+		"203.0.113.1": 5 * time.Minute,
+		"2001:db8::2": 15 * time.Minute,
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("kernel after restart (-want +got):\n%s", diff)
@@ -290,7 +176,7 @@ func TestEnforcerStoreRestart(t *testing.T) {
 	// the history came back from the record.
 	clock.add(10 * time.Minute)
 	d := e2.Offend(matcher.Offense{Addr: netip.MustParseAddr("203.0.113.1"), Rule: "worm"})
-	if d.Verdict != VerdictBan || d.Ban.Duration != 2*time.Hour {
+	if d.Verdict != policy.VerdictBan || d.Ban.Duration != 2*time.Hour {
 		t.Errorf("repeat offender after restart: %v for %v, want ban for 2h", d.Verdict, d.Ban.Duration)
 	}
 	cancel()
@@ -318,7 +204,7 @@ func (f *driftingFirewall) Check(context.Context) error {
 
 func TestEnforcerReconcileRestores(t *testing.T) {
 	fw := &driftingFirewall{recordingFirewall: newRecordingFirewall()}
-	e, err := New(DefaultConfig(), map[string]RulePolicy{"worm": {Threshold: 1, Window: time.Hour}}, fw,
+	e, err := New(DefaultConfig(), map[string]policy.RulePolicy{"worm": {Threshold: 1, Window: time.Hour}}, fw,
 		slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry(), WithIntervals(10*time.Millisecond, time.Hour))
 	if err != nil {
 		t.Fatal(err)
@@ -395,12 +281,12 @@ func TestStoreRoundTrip(t *testing.T) {
 	}
 	defer st.Close()
 	now := t0
-	bans := []Ban{
+	bans := []policy.Ban{
 		{Addr: netip.MustParseAddr("203.0.113.1"), Rule: "worm", Start: now.Add(-time.Hour), Until: now.Add(time.Hour), Hits: 3},
-		{Addr: netip.MustParseAddr("2001:db8::1"), Rule: "manual", Start: now, Until: now.Add(time.Minute), Hits: 0, Manual: true},
+		{Addr: netip.MustParseAddr("2001:db8::1"), Rule: "manual", Start: now, Until: now.Add(time.Minute), Hits: 0},
 		{Addr: netip.MustParseAddr("203.0.113.2"), Rule: "old", Start: now.Add(-2 * time.Hour), Until: now.Add(-time.Second)},
 	}
-	hist := []History{
+	hist := []policy.History{
 		{Addr: netip.MustParseAddr("203.0.113.1"), Hits: 3, Bans: 2, FirstSeen: now.Add(-time.Hour), LastSeen: now, BannedUntil: now.Add(time.Hour)},
 		{Addr: netip.MustParseAddr("203.0.113.9"), Hits: 1, LastSeen: now.Add(-time.Hour)},
 	}
@@ -415,7 +301,7 @@ func TestStoreRoundTrip(t *testing.T) {
 		bans[i].Duration = bans[i].Until.Sub(bans[i].Start)
 	}
 	eq := cmp.Comparer(func(a, b time.Time) bool { return a.Equal(b) })
-	less := func(a, b Ban) bool { return a.Addr.Less(b.Addr) }
+	less := func(a, b policy.Ban) bool { return a.Addr.Less(b.Addr) }
 	if diff := cmp.Diff(bans[:2], gotBans, eq, cmp.Comparer(func(a, b netip.Addr) bool { return a == b }), cmpSortBans(less)); diff != "" {
 		t.Errorf("bans (-want +got):\n%s", diff)
 	}
@@ -429,9 +315,9 @@ func TestStoreRoundTrip(t *testing.T) {
 	}
 }
 
-func cmpSortBans(less func(a, b Ban) bool) cmp.Option {
-	return cmp.Transformer("sort", func(in []Ban) []Ban {
-		out := append([]Ban(nil), in...)
+func cmpSortBans(less func(a, b policy.Ban) bool) cmp.Option {
+	return cmp.Transformer("sort", func(in []policy.Ban) []policy.Ban {
+		out := append([]policy.Ban(nil), in...)
 		for i := range out {
 			for j := i + 1; j < len(out); j++ {
 				if less(out[j], out[i]) {

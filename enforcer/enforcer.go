@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/wormgate/wormgate/enforcer/policy"
 	"github.com/wormgate/wormgate/matcher"
 )
 
@@ -67,8 +68,8 @@ type Enforcer struct {
 	wmu sync.Mutex
 
 	mu      sync.Mutex
-	policy  *Policy
-	active  map[netip.Addr]Ban
+	policy  *policy.Policy
+	active  map[netip.Addr]policy.Ban
 	pending map[netip.Addr]struct{}
 	// dels are bans to delete from the store (expired or lifted).
 	dels map[netip.Addr]struct{}
@@ -116,8 +117,8 @@ func WithIntervals(reconcile, audit time.Duration) Option {
 }
 
 // New builds an enforcer writing to fw. cfg must be valid.
-func New(cfg Config, rules map[string]RulePolicy, fw Firewall, log *slog.Logger, reg prometheus.Registerer, opts ...Option) (*Enforcer, error) {
-	p, err := NewPolicy(cfg, rules)
+func New(cfg Config, rules map[string]policy.RulePolicy, fw Firewall, log *slog.Logger, reg prometheus.Registerer, opts ...Option) (*Enforcer, error) {
+	p, err := policy.NewPolicy(cfg.Config, rules)
 	if err != nil {
 		return nil, err
 	}
@@ -135,7 +136,7 @@ func New(cfg Config, rules map[string]RulePolicy, fw Firewall, log *slog.Logger,
 		auditEvery:     auditEvery,
 		kick:           make(chan struct{}, 1),
 		policy:         p,
-		active:         make(map[netip.Addr]Ban),
+		active:         make(map[netip.Addr]policy.Ban),
 		pending:        make(map[netip.Addr]struct{}),
 		dels:           make(map[netip.Addr]struct{}),
 		rate:           rate,
@@ -217,7 +218,7 @@ func (e *Enforcer) AddNeverBlock(prefixes ...netip.Prefix) {
 }
 
 // SetRules swaps the rule policies (config reload); history is kept.
-func (e *Enforcer) SetRules(rules map[string]RulePolicy) {
+func (e *Enforcer) SetRules(rules map[string]policy.RulePolicy) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.policy.SetRules(rules)
@@ -225,19 +226,19 @@ func (e *Enforcer) SetRules(rules map[string]RulePolicy) {
 
 // Offend feeds one offense through the policy. The daemon's clock, not
 // the sender's timestamp, times live offenses: MX clocks may disagree.
-func (e *Enforcer) Offend(off matcher.Offense) Decision {
+func (e *Enforcer) Offend(off matcher.Offense) policy.Decision {
 	now := e.now()
 	off.Time = now
 	addr := off.Addr.Unmap()
 	e.mu.Lock()
-	prev := e.policy.banState(addr)
+	prev := e.policy.Snapshot(addr)
 	d := e.policy.Observe(off)
 	switch d.Verdict {
-	case VerdictBan, VerdictExtend:
+	case policy.VerdictBan, policy.VerdictExtend:
 		if err := e.activateLocked(d.Ban, now, true); err != nil {
 			// Undo the policy's ban, so that the next offense tries again
 			// and does not count as an escalation.
-			e.policy.setBanState(addr, prev)
+			e.policy.Reset(addr, prev)
 			e.mu.Unlock()
 			reason := "cap"
 			if errors.Is(err, ErrRateLimited) {
@@ -247,20 +248,20 @@ func (e *Enforcer) Offend(off matcher.Offense) Decision {
 			e.log.Debug("ban refused", "addr", d.Ban.Addr, "rule", off.Rule, "err", err)
 			return d
 		}
-	case VerdictNeverBlock:
+	case policy.VerdictNeverBlock:
 		e.m.refused.WithLabelValues("never_block").Inc()
-	case VerdictDryRun:
+	case policy.VerdictDryRun:
 		e.m.refused.WithLabelValues("dry_run").Inc()
 	}
 	e.mu.Unlock()
 	e.m.offenses.WithLabelValues(off.Rule, d.Verdict.String()).Inc()
 	switch d.Verdict {
-	case VerdictBan, VerdictExtend:
+	case policy.VerdictBan, policy.VerdictExtend:
 		e.m.added.WithLabelValues(off.Rule).Inc()
-		e.log.Info("ban", "addr", d.Ban.Addr, "rule", off.Rule, "for", d.Ban.Duration, "extend", d.Verdict == VerdictExtend, "host", off.Host, "queue_id", off.QueueID)
-	case VerdictNeverBlock:
+		e.log.Info("ban", "addr", d.Ban.Addr, "rule", off.Rule, "for", d.Ban.Duration, "extend", d.Verdict == policy.VerdictExtend, "host", off.Host, "queue_id", off.QueueID)
+	case policy.VerdictNeverBlock:
 		e.log.Warn("offender on the never-block list", "addr", off.Addr, "prefix", d.Prefix, "rule", off.Rule)
-	case VerdictDryRun:
+	case policy.VerdictDryRun:
 		e.log.Info("dry-run rule would ban", "addr", d.Ban.Addr, "rule", off.Rule, "for", d.Ban.Duration)
 	default:
 		e.log.Debug("offense", "addr", off.Addr, "rule", off.Rule, "verdict", d.Verdict)
@@ -270,7 +271,7 @@ func (e *Enforcer) Offend(off matcher.Offense) Decision {
 
 // activateLocked records b as active from now and queues its kernel
 // write. limited subjects a new ban to the rate limit.
-func (e *Enforcer) activateLocked(b Ban, now time.Time, limited bool) error {
+func (e *Enforcer) activateLocked(b policy.Ban, now time.Time, limited bool) error {
 	b.Start = now
 	b.Until = now.Add(b.Duration)
 	old, exists := e.active[b.Addr]
@@ -279,7 +280,6 @@ func (e *Enforcer) activateLocked(b Ban, now time.Time, limited bool) error {
 			return nil
 		}
 		b.Start = old.Start
-		b.Manual = b.Manual || old.Manual
 	} else {
 		if len(e.active) >= e.maxActive {
 			e.sweepLocked(now)
@@ -319,89 +319,21 @@ func (e *Enforcer) takeTokenLocked(now time.Time) bool {
 	return true
 }
 
-// Ban bans addr by hand for d. It refuses protected addresses with an
-// error naming the prefix. Manual bans are not rate limited; the cap on
-// active bans applies.
-func (e *Enforcer) Ban(addr netip.Addr, d time.Duration, reason string) (Ban, error) {
-	addr = addr.Unmap()
-	if !addr.IsValid() {
-		return Ban{}, fmt.Errorf("ban: invalid address")
-	}
-	if d <= 0 {
-		return Ban{}, fmt.Errorf("ban %v: duration must be positive", addr)
-	}
-	if reason == "" {
-		reason = "manual"
-	}
-	now := e.now()
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if pfx, ok := e.policy.Protected(addr); ok {
-		e.m.refused.WithLabelValues("never_block").Inc()
-		return Ban{}, fmt.Errorf("ban %v: %w (%v)", addr, ErrNeverBlock, pfx)
-	}
-	b := Ban{Addr: addr, Rule: reason, Duration: d, Manual: true}
-	if err := e.activateLocked(b, now, false); err != nil {
-		return Ban{}, err
-	}
-	b = e.active[addr]
-	e.policy.noteBan(addr, now, b.Until)
-	e.m.added.WithLabelValues(reason).Inc()
-	return b, nil
-}
-
-// Unban lifts a ban now: first in the record, then in the kernel, so a
-// crash in between leaves at worst a kernel element that the next
-// start-up or audit removes.
-func (e *Enforcer) Unban(ctx context.Context, addr netip.Addr) error {
-	addr = addr.Unmap()
-	e.wmu.Lock()
-	defer e.wmu.Unlock()
-	e.mu.Lock()
-	delete(e.active, addr)
-	delete(e.pending, addr)
-	e.policy.liftBan(addr)
-	e.mu.Unlock()
-	if e.store != nil {
-		if err := e.store.Commit(nil, nil, []netip.Addr{addr}); err != nil {
-			e.m.storeErrs.Inc()
-			e.mu.Lock()
-			e.dels[addr] = struct{}{}
-			e.mu.Unlock()
-			e.fail(err)
-			return fmt.Errorf("unban %v: %w", addr, err)
-		}
-	}
-	if err := e.fw.Delete(ctx, []netip.Addr{addr}); err != nil {
-		e.m.fwErrors.WithLabelValues("delete").Inc()
-		e.fail(err)
-		return fmt.Errorf("unban %v: %w", addr, err)
-	}
-	return nil
-}
-
 // Bans returns the active bans, soonest expiry first.
-func (e *Enforcer) Bans() []Ban {
+func (e *Enforcer) Bans() []policy.Ban {
 	now := e.now()
 	e.mu.Lock()
-	bans := make([]Ban, 0, len(e.active))
+	bans := make([]policy.Ban, 0, len(e.active))
 	for _, b := range e.active {
 		if b.Until.After(now) {
 			bans = append(bans, b)
 		}
 	}
 	e.mu.Unlock()
-	slices.SortFunc(bans, func(a, b Ban) int {
+	slices.SortFunc(bans, func(a, b policy.Ban) int {
 		return cmp.Or(a.Until.Compare(b.Until), a.Addr.Compare(b.Addr))
 	})
 	return bans
-}
-
-// Offender returns what the policy remembers about addr.
-func (e *Enforcer) Offender(addr netip.Addr) (Offender, bool) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.policy.Offender(addr)
 }
 
 // Status is the enforcer's health as the status page shows it.
@@ -677,10 +609,10 @@ func (e *Enforcer) write(ctx context.Context, full bool) error {
 		e.mu.Unlock()
 		return nil
 	}
-	bans := make([]Ban, 0, len(e.pending))
-	var hist []History
+	bans := make([]policy.Ban, 0, len(e.pending))
+	var hist []policy.History
 	if e.store != nil {
-		hist = make([]History, 0, len(e.pending))
+		hist = make([]policy.History, 0, len(e.pending))
 	}
 	for a := range e.pending {
 		b, ok := e.active[a]
@@ -689,7 +621,7 @@ func (e *Enforcer) write(ctx context.Context, full bool) error {
 		}
 		bans = append(bans, b)
 		if e.store != nil {
-			if h, ok := e.policy.history(a); ok {
+			if h, ok := e.policy.HistoryOf(a); ok {
 				hist = append(hist, h)
 			}
 		}

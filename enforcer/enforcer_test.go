@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -14,6 +13,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/wormgate/wormgate/enforcer/policy"
+	"github.com/wormgate/wormgate/matcher"
 )
 
 // recordingFirewall is the fast unit tier's firewall; the kernel tier is
@@ -83,7 +84,7 @@ func (f *recordingFirewall) has(a string) bool {
 func newTestEnforcer(t *testing.T, cfg Config, fw Firewall) (*Enforcer, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	e, err := New(cfg, map[string]RulePolicy{"worm": {Threshold: 1, Window: time.Hour}}, fw, slog.New(slog.NewTextHandler(io.Discard, nil)), reg)
+	e, err := New(cfg, map[string]policy.RulePolicy{"worm": {Threshold: 1, Window: time.Hour}}, fw, slog.New(slog.NewTextHandler(io.Discard, nil)), reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,37 +150,6 @@ func TestEnforcerFinalFlushOnShutdown(t *testing.T) {
 	}
 }
 
-func TestEnforcerManualBanAndUnban(t *testing.T) {
-	fw := newRecordingFirewall()
-	cfg := DefaultConfig()
-	cfg.NeverBlock = []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}
-	e, _ := newTestEnforcer(t, cfg, fw)
-
-	_, err := e.Ban(netip.MustParseAddr("198.51.100.25"), time.Hour, "")
-	if !errors.Is(err, ErrNeverBlock) || !strings.Contains(err.Error(), "198.51.100.0/24") {
-		t.Fatalf("Ban(protected) = %v, want ErrNeverBlock naming 198.51.100.0/24", err)
-	}
-	b, err := e.Ban(netip.MustParseAddr("203.0.113.5"), time.Hour, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if b.Rule != "manual" || !b.Manual || b.Until.Sub(b.Start) != time.Hour {
-		t.Errorf("manual ban = %+v", b)
-	}
-	if err := e.Flush(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	if !fw.has("203.0.113.5") {
-		t.Fatal("manual ban not written")
-	}
-	if err := e.Unban(t.Context(), netip.MustParseAddr("203.0.113.5")); err != nil {
-		t.Fatal(err)
-	}
-	if fw.has("203.0.113.5") || len(e.Bans()) != 0 {
-		t.Errorf("unban left the address: kernel=%v record=%v", fw.has("203.0.113.5"), e.Bans())
-	}
-}
-
 func TestEnforcerCap(t *testing.T) {
 	fw := newRecordingFirewall()
 	cfg := DefaultConfig()
@@ -215,4 +185,10 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+var t0 = time.Date(2026, 11, 26, 18, 0, 0, 0, time.UTC)
+
+func off(addr string, rule string, at time.Duration) matcher.Offense {
+	return matcher.Offense{Addr: netip.MustParseAddr(addr), Rule: rule, Host: "mx1", Time: t0.Add(at)}
 }

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/wormgate/wormgate/enforcer/policy"
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 )
@@ -83,9 +84,9 @@ func (s *Store) Close() error {
 // Load returns the bans that have not expired at now and at most
 // maxHistory offenders, the most recently seen. Expired bans and older
 // history are deleted in the same transaction, so the file stays bounded.
-func (s *Store) Load(now time.Time, maxHistory int) ([]Ban, []History, error) {
-	var bans []Ban
-	var hist []History
+func (s *Store) Load(now time.Time, maxHistory int) ([]policy.Ban, []policy.History, error) {
+	var bans []policy.Ban
+	var hist []policy.History
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		bans, hist = bans[:0], hist[:0]
 		bb := tx.Bucket(bansBucket)
@@ -122,7 +123,7 @@ func (s *Store) Load(now time.Time, maxHistory int) ([]Ban, []History, error) {
 			return err
 		}
 		if len(hist) > maxHistory {
-			slices.SortFunc(hist, func(a, b History) int { return b.LastSeen.Compare(a.LastSeen) })
+			slices.SortFunc(hist, func(a, b policy.History) int { return b.LastSeen.Compare(a.LastSeen) })
 			for _, h := range hist[maxHistory:] {
 				stale = append(stale, h.Addr.AsSlice())
 			}
@@ -144,7 +145,7 @@ func (s *Store) Load(now time.Time, maxHistory int) ([]Ban, []History, error) {
 // Commit writes bans and history and deletes the bans of dels, in one
 // fsynced transaction. Deletions come first, so an address in both ends
 // up banned.
-func (s *Store) Commit(bans []Ban, hist []History, dels []netip.Addr) error {
+func (s *Store) Commit(bans []policy.Ban, hist []policy.History, dels []netip.Addr) error {
 	if len(bans) == 0 && len(hist) == 0 && len(dels) == 0 {
 		return nil
 	}
@@ -173,36 +174,33 @@ func (s *Store) Commit(bans []Ban, hist []History, dels []netip.Addr) error {
 	return nil
 }
 
-// A ban record: version, start, until (Unix ns), hits, manual, rule.
-func encodeBan(b Ban) []byte {
+// A ban record: version, start, until (Unix ns), hits, a reserved byte
+// (0), rule.
+func encodeBan(b policy.Ban) []byte {
 	out := make([]byte, 0, 22+len(b.Rule))
 	out = append(out, recVersion)
 	out = binary.BigEndian.AppendUint64(out, uint64(b.Start.UnixNano()))
 	out = binary.BigEndian.AppendUint64(out, uint64(b.Until.UnixNano()))
 	out = binary.BigEndian.AppendUint32(out, uint32(min(max(b.Hits, 0), 1<<31-1)))
-	m := byte(0)
-	if b.Manual {
-		m = 1
-	}
-	out = append(out, m)
+	out = append(out, 0)
 	return append(out, b.Rule...)
 }
 
-func decodeBan(k, v []byte) (Ban, error) {
+func decodeBan(k, v []byte) (policy.Ban, error) {
 	a, ok := netip.AddrFromSlice(k)
 	if !ok || len(v) < 22 || v[0] != recVersion {
-		return Ban{}, ErrCorruptRecord
+		return policy.Ban{}, ErrCorruptRecord
 	}
 	start := time.Unix(0, int64(binary.BigEndian.Uint64(v[1:])))
 	until := time.Unix(0, int64(binary.BigEndian.Uint64(v[9:])))
-	return Ban{
+	return policy.Ban{
 		Addr: a, Start: start, Until: until, Duration: until.Sub(start),
-		Hits: int(binary.BigEndian.Uint32(v[17:])), Manual: v[21] == 1, Rule: string(v[22:]),
+		Hits: int(binary.BigEndian.Uint32(v[17:])), Rule: string(v[22:]),
 	}, nil
 }
 
 // A history record: version, hits, bans, first, last, banned until.
-func encodeHistory(h History) []byte {
+func encodeHistory(h policy.History) []byte {
 	out := make([]byte, 0, 33)
 	out = append(out, recVersion)
 	out = binary.BigEndian.AppendUint32(out, uint32(min(max(h.Hits, 0), 1<<31-1)))
@@ -217,10 +215,10 @@ func encodeHistory(h History) []byte {
 	return out
 }
 
-func decodeHistory(k, v []byte) (History, error) {
+func decodeHistory(k, v []byte) (policy.History, error) {
 	a, ok := netip.AddrFromSlice(k)
 	if !ok || len(v) != 33 || v[0] != recVersion {
-		return History{}, ErrCorruptRecord
+		return policy.History{}, ErrCorruptRecord
 	}
 	ts := make([]time.Time, 3)
 	for i := range ts {
@@ -228,7 +226,7 @@ func decodeHistory(k, v []byte) (History, error) {
 			ts[i] = time.Unix(0, n)
 		}
 	}
-	return History{
+	return policy.History{
 		Addr: a, Hits: int(binary.BigEndian.Uint32(v[1:])), Bans: int(binary.BigEndian.Uint32(v[5:])),
 		FirstSeen: ts[0], LastSeen: ts[1], BannedUntil: ts[2],
 	}, nil

@@ -17,6 +17,7 @@ import (
 
 	"github.com/wormgate/wormgate/enforcer"
 	"github.com/wormgate/wormgate/enforcer/nftest"
+	"github.com/wormgate/wormgate/enforcer/policy"
 	"github.com/wormgate/wormgate/matcher"
 	"github.com/wormgate/wormgate/receiver/syslog"
 )
@@ -55,7 +56,7 @@ func BenchmarkDecisionPath(b *testing.B) {
 		offs = m.Match(offs[:0], msgs[j])
 		offs = m.Match(offs[:0], msgs[j+1])
 		for _, o := range offs {
-			if d := enf.Offend(o); d.Verdict == enforcer.VerdictBan || d.Verdict == enforcer.VerdictExtend {
+			if d := enf.Offend(o); d.Verdict == policy.VerdictBan || d.Verdict == policy.VerdictExtend {
 				bans++
 			}
 		}

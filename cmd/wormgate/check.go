@@ -15,7 +15,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/wormgate/wormgate/enforcer"
+	"github.com/wormgate/wormgate/enforcer/policy"
 	"github.com/wormgate/wormgate/matcher"
 	"github.com/wormgate/wormgate/receiver/syslog"
 )
@@ -226,8 +226,8 @@ type explainHit struct {
 
 type checker struct {
 	m      *matcher.Matcher
-	policy *enforcer.Policy
-	rules  map[string]enforcer.RulePolicy
+	policy *policy.Policy
+	rules  map[string]policy.RulePolicy
 	bans   map[netip.Addr]*checkBan
 	order  []netip.Addr
 	offs   []matcher.Offense
@@ -251,7 +251,7 @@ func newChecker(cfg Config) (*checker, error) {
 		return nil, fmt.Errorf("%w: %w", errConfig, err)
 	}
 	rules := rulePolicies(cfg.Matcher)
-	p, err := enforcer.NewPolicy(cfg.Enforcer, rules)
+	p, err := policy.NewPolicy(cfg.Enforcer.Config, rules)
 	if err != nil {
 		return nil, err
 	}
@@ -323,23 +323,23 @@ func (c *checker) line(line []byte, ref *time.Time) {
 	}
 }
 
-func (c *checker) observe(o matcher.Offense) enforcer.Decision {
+func (c *checker) observe(o matcher.Offense) policy.Decision {
 	d := c.policy.Observe(o)
 	switch d.Verdict {
-	case enforcer.VerdictDryRun:
+	case policy.VerdictDryRun:
 		c.dryRun++
-	case enforcer.VerdictNeverBlock:
+	case policy.VerdictNeverBlock:
 		c.never++
 	}
 	if b, ok := c.bans[o.Addr.Unmap()]; ok {
 		b.Hits++
 		b.Last = o.Time
-		if d.Verdict == enforcer.VerdictBan || d.Verdict == enforcer.VerdictExtend {
+		if d.Verdict == policy.VerdictBan || d.Verdict == policy.VerdictExtend {
 			b.Until = d.Ban.Until
 		}
 		return d
 	}
-	if d.Verdict == enforcer.VerdictBan || d.Verdict == enforcer.VerdictExtend {
+	if d.Verdict == policy.VerdictBan || d.Verdict == policy.VerdictExtend {
 		off, _ := c.policy.Offender(d.Ban.Addr)
 		c.bans[d.Ban.Addr] = &checkBan{
 			Addr: d.Ban.Addr, Rule: d.Ban.Rule, Hits: off.Hits,
@@ -354,7 +354,7 @@ func (c *checker) observe(o matcher.Offense) enforcer.Decision {
 // noteExplain records one offense of the explained address, with the
 // rule's own count of hits inside its window (the policy's rule, as
 // Observe applies it).
-func (c *checker) noteExplain(o matcher.Offense, d enforcer.Decision, line []byte) {
+func (c *checker) noteExplain(o matcher.Offense, d policy.Decision, line []byte) {
 	rp := c.rules[o.Rule]
 	hits := slices.DeleteFunc(c.explainWin[o.Rule], func(t time.Time) bool { return !t.After(o.Time.Add(-rp.Window)) })
 	hits = append(hits, o.Time)
@@ -365,23 +365,23 @@ func (c *checker) noteExplain(o matcher.Offense, d enforcer.Decision, line []byt
 		Window: rp.Window, Verdict: verdictName(d.Verdict), Text: string(line),
 	}
 	switch d.Verdict {
-	case enforcer.VerdictBan, enforcer.VerdictExtend, enforcer.VerdictDryRun:
+	case policy.VerdictBan, policy.VerdictExtend, policy.VerdictDryRun:
 		h.Until = d.Ban.Until
 	}
 	c.explainHits = append(c.explainHits, h)
 }
 
-func verdictName(v enforcer.Verdict) string {
+func verdictName(v policy.Verdict) string {
 	switch v {
-	case enforcer.VerdictCounted:
+	case policy.VerdictCounted:
 		return "counted"
-	case enforcer.VerdictBan:
+	case policy.VerdictBan:
 		return "ban"
-	case enforcer.VerdictExtend:
+	case policy.VerdictExtend:
 		return "extend"
-	case enforcer.VerdictNeverBlock:
+	case policy.VerdictNeverBlock:
 		return "never-block"
-	case enforcer.VerdictDryRun:
+	case policy.VerdictDryRun:
 		return "dry-run"
 	default:
 		return "unknown-rule"

@@ -13,6 +13,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/wormgate/wormgate/enforcer"
+	"github.com/wormgate/wormgate/enforcer/policy"
 	"github.com/wormgate/wormgate/matcher"
 	"github.com/wormgate/wormgate/receiver"
 )
@@ -114,11 +115,11 @@ func (c Config) Validate() error {
 
 // rulePolicies is the enforcer's view of the matcher's rules, with the
 // matcher's defaults for what a rule leaves out.
-func rulePolicies(c matcher.Config) map[string]enforcer.RulePolicy {
+func rulePolicies(c matcher.Config) map[string]policy.RulePolicy {
 	rules := c.WithDefaults().Rules
-	m := make(map[string]enforcer.RulePolicy, len(rules))
+	m := make(map[string]policy.RulePolicy, len(rules))
 	for _, r := range rules {
-		m[r.Name] = enforcer.RulePolicy{Threshold: r.Threshold, Window: r.Window, BanFor: r.BanFor, DryRun: r.DryRun}
+		m[r.Name] = policy.RulePolicy{Threshold: r.Threshold, Window: r.Window, BanFor: r.BanFor, DryRun: r.DryRun}
 	}
 	return m
 }

@@ -49,7 +49,6 @@ type banJSON struct {
 	Addr             string    `json:"addr"`
 	Rule             string    `json:"rule"`
 	Hits             int       `json:"hits"`
-	Manual           bool      `json:"manual,omitempty"`
 	Start            time.Time `json:"start"`
 	Until            time.Time `json:"until"`
 	RemainingSeconds float64   `json:"remaining_seconds"`
@@ -61,7 +60,7 @@ func (s *status) apiBans(w http.ResponseWriter, r *http.Request) {
 	out := make([]banJSON, 0, len(bans))
 	for _, b := range bans {
 		out = append(out, banJSON{
-			Addr: b.Addr.String(), Rule: b.Rule, Hits: b.Hits, Manual: b.Manual,
+			Addr: b.Addr.String(), Rule: b.Rule, Hits: b.Hits,
 			Start: b.Start.UTC(), Until: b.Until.UTC(), RemainingSeconds: b.Until.Sub(now).Seconds(),
 		})
 	}

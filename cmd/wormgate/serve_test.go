@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wormgate/wormgate/enforcer"
+	"github.com/wormgate/wormgate/enforcer/policy"
 	"github.com/wormgate/wormgate/matcher"
 )
 
@@ -25,14 +26,14 @@ func TestSenderGuardProtectsSyslogPeers(t *testing.T) {
 	g.observe(mx)
 	g.observe(netip.Addr{}) // file input has no peer
 
-	offend := func(a netip.Addr) enforcer.Verdict {
+	offend := func(a netip.Addr) policy.Verdict {
 		return enf.Offend(matcher.Offense{Addr: a, Rule: "worm-signature", Host: "mx1", Time: time.Now()}).Verdict
 	}
-	if v := offend(mx); v != enforcer.VerdictNeverBlock {
+	if v := offend(mx); v != policy.VerdictNeverBlock {
 		t.Errorf("offense by the syslog sender %v: verdict %v, want never_block", mx, v)
 	}
 	// Only the sender itself, not its neighbours.
-	if v := offend(netip.MustParseAddr("198.51.100.26")); v != enforcer.VerdictBan {
+	if v := offend(netip.MustParseAddr("198.51.100.26")); v != policy.VerdictBan {
 		t.Errorf("offense by a neighbour of the sender: verdict %v, want ban", v)
 	}
 }

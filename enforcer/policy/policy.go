@@ -1,4 +1,4 @@
-package enforcer
+package policy
 
 import (
 	"errors"
@@ -60,7 +60,6 @@ type Ban struct {
 	Duration time.Duration `json:"-"`
 	Until    time.Time     `json:"until"`
 	Hits     int           `json:"hits"`
-	Manual   bool          `json:"manual,omitempty"`
 }
 
 // Offender is what is remembered about one address.
@@ -167,9 +166,6 @@ func (p *Policy) Offender(addr netip.Addr) (Offender, bool) {
 	return c, true
 }
 
-// Len is the number of remembered offenders.
-func (p *Policy) Len() int { return p.offenders.Len() }
-
 // Observe records one offense and decides.
 func (p *Policy) Observe(off matcher.Offense) Decision {
 	addr := off.Addr.Unmap()
@@ -257,48 +253,27 @@ func (p *Policy) escalate(d time.Duration, earlier int) time.Duration {
 	return time.Duration(f)
 }
 
-// banState is what Observe changes about a ban, so that a ban the
-// enforcer refuses (caps) can be undone and tried again later.
-type banState struct {
+// BanState is what Observe changes about a ban, so that a ban the
+// enforcer refuses (caps) can be undone with Reset and tried again later.
+type BanState struct {
 	bans  int
 	until time.Time
 	found bool
 }
 
-func (p *Policy) banState(addr netip.Addr) banState {
+// Snapshot returns addr's ban state before an Observe.
+func (p *Policy) Snapshot(addr netip.Addr) BanState {
 	o, ok := p.offenders.Peek(addr)
 	if !ok {
-		return banState{}
+		return BanState{}
 	}
-	return banState{bans: o.Bans, until: o.BannedUntil, found: true}
+	return BanState{bans: o.Bans, until: o.BannedUntil, found: true}
 }
 
-func (p *Policy) setBanState(addr netip.Addr, s banState) {
+// Reset puts back what Snapshot returned.
+func (p *Policy) Reset(addr netip.Addr, s BanState) {
 	if o, ok := p.offenders.Peek(addr); ok {
 		o.Bans, o.BannedUntil = s.bans, s.until
-	}
-}
-
-// noteBan records a ban made outside Observe (by hand) in the history.
-func (p *Policy) noteBan(addr netip.Addr, start, until time.Time) {
-	o, ok := p.offenders.Get(addr)
-	if !ok {
-		o = &Offender{Addr: addr, FirstSeen: start, LastSeen: start}
-		p.offenders.Add(addr, o)
-	}
-	if !o.BannedUntil.After(start) {
-		o.Bans++
-	}
-	if until.After(o.BannedUntil) {
-		o.BannedUntil = until
-	}
-}
-
-// liftBan ends the current ban in the history, so that the next offense
-// starts a new ban instead of extending one that no longer exists.
-func (p *Policy) liftBan(addr netip.Addr) {
-	if o, ok := p.offenders.Peek(addr); ok {
-		o.BannedUntil = time.Time{}
 	}
 }
 
@@ -313,8 +288,8 @@ type History struct {
 	BannedUntil time.Time
 }
 
-// history returns addr's durable part.
-func (p *Policy) history(addr netip.Addr) (History, bool) {
+// HistoryOf returns addr's durable part.
+func (p *Policy) HistoryOf(addr netip.Addr) (History, bool) {
 	o, ok := p.offenders.Peek(addr)
 	if !ok {
 		return History{}, false
