@@ -32,13 +32,15 @@ type Config struct {
 	// DryRun logs what would be blocked and never touches the kernel.
 	DryRun bool `yaml:"dry_run"`
 	// NFTables configures the kernel side.
-	NFTables NFTablesYAML `yaml:"nftables"`
+	NFTables NFTablesConfig `yaml:"nftables"`
 }
 
-// NFTablesYAML is the YAML form of NFTablesConfig; the namespace is not
-// configurable because the daemon always works in its own.
-type NFTablesYAML struct {
-	Table string   `yaml:"table"`
+// NFTablesConfig selects what the nftables firewall manages.
+type NFTablesConfig struct {
+	// Table is the name of wormgate's own table in family inet.
+	Table string `yaml:"table"`
+	// Ports are the TCP destination ports dropped for blocked addresses;
+	// empty drops all traffic from a blocked address.
 	Ports []uint16 `yaml:"ports"`
 }
 
@@ -49,7 +51,7 @@ func DefaultConfig() Config {
 		MaxActiveBans:       1_000_000,
 		MaxNewBansPerSecond: 1000,
 		StateDir:            "/var/lib/wormgate",
-		NFTables: NFTablesYAML{
+		NFTables: NFTablesConfig{
 			Table: "wormgate",
 			Ports: []uint16{25, 465, 587},
 		},

@@ -46,7 +46,7 @@ func (d *DryRun) Restore(ctx context.Context, elems []Element) error {
 	bans := make(map[netip.Addr]time.Time, len(elems))
 	now := d.now()
 	for _, e := range elems {
-		a, t, err := normalize(e)
+		a, t, err := e.Normalize()
 		if err != nil {
 			return fmt.Errorf("dry run restore: %w", err)
 		}
@@ -73,7 +73,7 @@ func (d *DryRun) Add(ctx context.Context, elems []Element) error {
 	}
 	bans := make([]ban, 0, len(elems))
 	for _, e := range elems {
-		a, t, err := normalize(e)
+		a, t, err := e.Normalize()
 		if err != nil {
 			return fmt.Errorf("dry run add: %w", err)
 		}

@@ -123,3 +123,5 @@ func TestDryRunConcurrent(t *testing.T) {
 		t.Errorf("List has %d elements, want 128 (256 added, every second one deleted)", len(got))
 	}
 }
+
+var addrCmp = cmp.Comparer(func(a, b netip.Addr) bool { return a == b })

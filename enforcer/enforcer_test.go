@@ -192,3 +192,5 @@ var t0 = time.Date(2026, 11, 26, 18, 0, 0, 0, time.UTC)
 func off(addr string, rule string, at time.Duration) matcher.Offense {
 	return matcher.Offense{Addr: netip.MustParseAddr(addr), Rule: rule, Host: "mx1", Time: t0.Add(at)}
 }
+
+func addr(s string) netip.Addr { return netip.MustParseAddr(s) }

@@ -3,6 +3,7 @@ package enforcer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"time"
 )
@@ -13,10 +14,36 @@ type Element struct {
 	Timeout time.Duration
 }
 
-// ErrDrift means the kernel no longer holds wormgate's ruleset as
-// wormgate made it: the table, a set, the chain or a rule was deleted or
-// changed by someone else.
-var ErrDrift = errors.New("ruleset drifted")
+// Errors of every Firewall.
+var (
+	// ErrDrift means the kernel no longer holds wormgate's ruleset as
+	// wormgate made it: the table, a set, the chain or a rule was deleted
+	// or changed by someone else.
+	ErrDrift = errors.New("ruleset drifted")
+	// ErrClosed is returned by every method of a Firewall after Close.
+	ErrClosed = errors.New("firewall closed")
+	// ErrIncompatibleSet means a set with one of wormgate's names exists in
+	// the table but cannot hold what wormgate puts there; an operator has
+	// to remove it, wormgate never deletes objects it did not create.
+	// Retrying does not help.
+	ErrIncompatibleSet = errors.New("incompatible set")
+	// ErrInvalidElement rejects an element before anything reaches the
+	// kernel.
+	ErrInvalidElement = errors.New("invalid element")
+)
+
+// Normalize checks e and brings it to the kernel's terms: IPv4 for 4in6
+// addresses, no zone, a timeout of whole milliseconds (the kernel's
+// resolution) and at least 1 ms.
+func (e Element) Normalize() (netip.Addr, time.Duration, error) {
+	if !e.Addr.IsValid() {
+		return netip.Addr{}, 0, fmt.Errorf("%w: zero address", ErrInvalidElement)
+	}
+	if e.Timeout <= 0 {
+		return netip.Addr{}, 0, fmt.Errorf("%w: %v: timeout %v is not positive", ErrInvalidElement, e.Addr, e.Timeout)
+	}
+	return e.Addr.Unmap().WithZone(""), max(e.Timeout.Round(time.Millisecond), time.Millisecond), nil
+}
 
 // Firewall is the kernel side of the enforcer. Implementations serialise
 // their own access; every method may be called from any goroutine.

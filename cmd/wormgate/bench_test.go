@@ -16,7 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wormgate/wormgate/enforcer"
-	"github.com/wormgate/wormgate/enforcer/nftest"
+	"github.com/wormgate/wormgate/enforcer/nft/nftest"
 	"github.com/wormgate/wormgate/enforcer/policy"
 	"github.com/wormgate/wormgate/matcher"
 	"github.com/wormgate/wormgate/receiver/syslog"

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wormgate/wormgate/enforcer/nftest"
+	"github.com/wormgate/wormgate/enforcer/nft/nftest"
 )
 
 // durableConfig runs the daemon with its record in a temporary directory

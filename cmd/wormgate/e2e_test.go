@@ -21,7 +21,7 @@ import (
 
 	"github.com/wormgate/wormgate/receiver/syslog/syslogtest"
 
-	"github.com/wormgate/wormgate/enforcer/nftest"
+	"github.com/wormgate/wormgate/enforcer/nft/nftest"
 )
 
 var (

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/wormgate/wormgate/enforcer/nft"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
@@ -63,11 +65,11 @@ func serve(ctx context.Context, cfg Config, path string, log *slog.Logger) error
 	if cfg.Enforcer.DryRun {
 		fw = enforcer.NewDryRun(log)
 	} else {
-		nft, err := enforcer.OpenNFTables(enforcer.NFTablesConfig{Table: cfg.Enforcer.NFTables.Table, Ports: cfg.Enforcer.NFTables.Ports}, log)
+		nf, err := nft.Open(cfg.Enforcer.NFTables, log)
 		if err != nil {
-			return fmt.Errorf("open nftables: %w", err)
+			return err
 		}
-		fw = nft
+		fw = nf
 	}
 	defer fw.Close()
 

@@ -10,7 +10,7 @@ import (
 	"github.com/wormgate/wormgate/receiver/syslog/syslogtest"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/wormgate/wormgate/enforcer/nftest"
+	"github.com/wormgate/wormgate/enforcer/nft/nftest"
 )
 
 // TestDeb builds the package with build-deb.sh, installs it with dpkg (no

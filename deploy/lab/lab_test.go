@@ -19,7 +19,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/wormgate/wormgate/enforcer/nftest"
+	"github.com/wormgate/wormgate/enforcer/nft/nftest"
 )
 
 const (

@@ -1,8 +1,9 @@
-package enforcer
+//go:build linux
+
+package nft
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -14,30 +15,15 @@ import (
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"github.com/mdlayher/netlink"
+	"github.com/wormgate/wormgate/enforcer"
 	"golang.org/x/sys/unix"
 )
 
-var (
-	// ErrClosed is returned by every method of a Firewall after Close.
-	ErrClosed = errors.New("firewall closed")
-	// ErrIncompatibleSet means a set with one of wormgate's names exists in
-	// the table but cannot hold what wormgate puts there; an operator has to
-	// remove it, wormgate never deletes objects it did not create.
-	ErrIncompatibleSet = errors.New("incompatible set")
-	// ErrInvalidElement rejects an element before anything reaches the kernel.
-	ErrInvalidElement = errors.New("invalid element")
-)
-
-// DefaultPorts are the SMTP ports (smtp, submissions, submission) a blocked
-// address may no longer reach.
-var DefaultPorts = []uint16{25, 465, 587}
-
 const (
-	defaultTable = "wormgate"
-	set4Name     = "blocked4"
-	set6Name     = "blocked6"
-	portsName    = "ports"
-	chainName    = "prerouting"
+	set4Name  = "blocked4"
+	set6Name  = "blocked6"
+	portsName = "ports"
+	chainName = "prerouting"
 
 	// chunk bounds the elements per netlink message and per batch:
 	// google/nftables v0.3.0 silently truncates one message above ~2,300
@@ -52,24 +38,10 @@ const (
 	opTimeout = 60 * time.Second
 )
 
-// NFTablesConfig selects what the nftables backend manages.
-type NFTablesConfig struct {
-	// Table is the name of wormgate's own table in family inet; default
-	// "wormgate".
-	Table string
-	// Ports are the TCP destination ports dropped for blocked addresses.
-	// nil means DefaultPorts; an empty non-nil slice drops all traffic from
-	// a blocked address.
-	Ports []uint16
-	// NetNSFd selects a network namespace by an open fd; 0 is the current
-	// one.
-	NetNSFd int
-}
-
-// NFTables is the Firewall on the kernel's nftables. One goroutine owns the
+// Firewall is enforcer.Firewall on the kernel's nftables. One goroutine owns the
 // netlink connection, because google/nftables' lasting Conn can deadlock
 // when goroutines share it; every method hands its work to that goroutine.
-type NFTables struct {
+type Firewall struct {
 	log     *slog.Logger
 	reqs    chan request
 	quit    chan struct{}
@@ -81,7 +53,7 @@ type NFTables struct {
 	ports     []uint16
 }
 
-var _ Firewall = (*NFTables)(nil)
+var _ enforcer.Firewall = (*Firewall)(nil)
 
 type request struct {
 	ctx context.Context
@@ -89,30 +61,30 @@ type request struct {
 	res chan error
 }
 
-// OpenNFTables connects to nftables and starts the owner goroutine. It does
-// not change the ruleset; call Setup for that.
-func OpenNFTables(cfg NFTablesConfig, log *slog.Logger) (*NFTables, error) {
+// Open connects to nftables and starts the owner goroutine. It does not
+// change the ruleset; call Setup for that. cfg comes from a validated
+// configuration: no defaults are applied here, and no ports means that all
+// traffic of a blocked address is dropped.
+func Open(cfg enforcer.NFTablesConfig, log *slog.Logger, opts ...Option) (*Firewall, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	if cfg.Table == "" {
-		cfg.Table = defaultTable
+	var o options
+	for _, opt := range opts {
+		opt(&o)
 	}
-	if len(cfg.Table) > unix.NFT_NAME_MAXLEN-1 {
-		return nil, fmt.Errorf("open nftables: table name %q longer than %d bytes", cfg.Table, unix.NFT_NAME_MAXLEN-1)
-	}
-	if cfg.Ports == nil {
-		cfg.Ports = DefaultPorts
+	if cfg.Table == "" || len(cfg.Table) > unix.NFT_NAME_MAXLEN-1 {
+		return nil, fmt.Errorf("open nftables: table name %q: want 1 to %d bytes", cfg.Table, unix.NFT_NAME_MAXLEN-1)
 	}
 	ports := slices.Clone(cfg.Ports)
 	slices.Sort(ports)
 	ports = slices.Compact(ports)
 
-	k := newKernel(cfg.Table, ports, cfg.NetNSFd)
+	k := newKernel(cfg.Table, ports, o.netnsFd)
 	if err := k.open(); err != nil {
 		return nil, fmt.Errorf("open nftables: %w", err)
 	}
-	n := &NFTables{
+	n := &Firewall{
 		log:     log,
 		reqs:    make(chan request),
 		quit:    make(chan struct{}),
@@ -124,7 +96,7 @@ func OpenNFTables(cfg NFTablesConfig, log *slog.Logger) (*NFTables, error) {
 	return n, nil
 }
 
-func (n *NFTables) run(k *kernel) {
+func (n *Firewall) run(k *kernel) {
 	defer close(n.stopped)
 	for {
 		select {
@@ -140,17 +112,17 @@ func (n *NFTables) run(k *kernel) {
 // call runs fn on the owner goroutine. When ctx ends first, call returns at
 // once; the kernel operation may still complete, which is safe because every
 // operation can be repeated.
-func (n *NFTables) call(ctx context.Context, op string, fn func(ctx context.Context, k *kernel) error) error {
+func (n *Firewall) call(ctx context.Context, op string, fn func(ctx context.Context, k *kernel) error) error {
 	res := make(chan error, 1)
 	select {
 	case <-n.quit:
-		return fmt.Errorf("nftables %s: %w", op, ErrClosed)
+		return fmt.Errorf("nftables %s: %w", op, enforcer.ErrClosed)
 	default:
 	}
 	select {
 	case n.reqs <- request{ctx: ctx, fn: fn, res: res}:
 	case <-n.quit:
-		return fmt.Errorf("nftables %s: %w", op, ErrClosed)
+		return fmt.Errorf("nftables %s: %w", op, enforcer.ErrClosed)
 	case <-ctx.Done():
 		return fmt.Errorf("nftables %s: %w", op, ctx.Err())
 	}
@@ -168,7 +140,7 @@ func (n *NFTables) call(ctx context.Context, op string, fn func(ctx context.Cont
 // Close stops the owner goroutine after the operation in progress and
 // closes the connection. The table and its elements stay in the kernel:
 // bans outlive a restart of the daemon.
-func (n *NFTables) Close() error {
+func (n *Firewall) Close() error {
 	n.closeOnce.Do(func() { close(n.quit) })
 	<-n.stopped
 	if n.err != nil {
@@ -181,7 +153,7 @@ func (n *NFTables) Close() error {
 // sets keep their elements, the ports set is refilled and the chain's rules
 // are replaced in the same transaction, so there is no moment without the
 // drop rules and running it twice never duplicates a rule.
-func (n *NFTables) Setup(ctx context.Context) error {
+func (n *Firewall) Setup(ctx context.Context) error {
 	err := n.call(ctx, "setup", func(_ context.Context, k *kernel) error { return k.setup() })
 	if err == nil {
 		n.log.Info("nftables ruleset ready", "table", "inet "+n.tableName(), "ports", n.portsDesc())
@@ -192,7 +164,7 @@ func (n *NFTables) Setup(ctx context.Context) error {
 // Restore rebuilds or adopts the ruleset with exactly elems in the
 // blocked sets, in one batch of many messages: the kernel commits a batch
 // atomically, so the old elements stay in force until the new ones are.
-func (n *NFTables) Restore(ctx context.Context, elems []Element) error {
+func (n *Firewall) Restore(ctx context.Context, elems []enforcer.Element) error {
 	v4, v6, err := splitElements(elems)
 	if err != nil {
 		return fmt.Errorf("nftables restore: %w", err)
@@ -206,13 +178,13 @@ func (n *NFTables) Restore(ctx context.Context, elems []Element) error {
 
 // Check verifies table, sets, chain and rules without reading the
 // blocked sets, which would cost seconds on big sets.
-func (n *NFTables) Check(ctx context.Context) error {
+func (n *Firewall) Check(ctx context.Context) error {
 	return n.call(ctx, "check", func(_ context.Context, k *kernel) error { return k.check() })
 }
 
 // Add blocks each address until its own timeout ends; an address that is
 // already blocked gets the new timeout.
-func (n *NFTables) Add(ctx context.Context, elems []Element) error {
+func (n *Firewall) Add(ctx context.Context, elems []enforcer.Element) error {
 	v4, v6, err := splitElements(elems)
 	if err != nil {
 		return fmt.Errorf("nftables add: %w", err)
@@ -230,11 +202,11 @@ func (n *NFTables) Add(ctx context.Context, elems []Element) error {
 }
 
 // Delete unblocks addresses; an address that is not blocked is skipped.
-func (n *NFTables) Delete(ctx context.Context, addrs []netip.Addr) error {
+func (n *Firewall) Delete(ctx context.Context, addrs []netip.Addr) error {
 	var v4, v6 []nftables.SetElement
 	for _, a := range addrs {
 		if !a.IsValid() {
-			return fmt.Errorf("nftables delete: %w: zero address", ErrInvalidElement)
+			return fmt.Errorf("nftables delete: %w: zero address", enforcer.ErrInvalidElement)
 		}
 		a = a.Unmap().WithZone("")
 		if a.Is4() {
@@ -258,8 +230,8 @@ func (n *NFTables) Delete(ctx context.Context, addrs []netip.Addr) error {
 // List reads both sets back with each element's remaining time, sorted by
 // address. An element without a timeout (added by hand with nft) has
 // Timeout 0.
-func (n *NFTables) List(ctx context.Context) ([]Element, error) {
-	var out []Element
+func (n *Firewall) List(ctx context.Context) ([]enforcer.Element, error) {
+	var out []enforcer.Element
 	err := n.call(ctx, "list", func(_ context.Context, k *kernel) error {
 		out = out[:0]
 		for _, s := range []*nftables.Set{k.set4, k.set6} {
@@ -272,7 +244,7 @@ func (n *NFTables) List(ctx context.Context) ([]Element, error) {
 				if !ok {
 					return fmt.Errorf("set %s: element key of %d bytes", s.Name, len(e.Key))
 				}
-				out = append(out, Element{Addr: a, Timeout: e.Expires})
+				out = append(out, enforcer.Element{Addr: a, Timeout: e.Expires})
 			}
 		}
 		return nil
@@ -280,13 +252,13 @@ func (n *NFTables) List(ctx context.Context) ([]Element, error) {
 	if err != nil {
 		return nil, err
 	}
-	slices.SortFunc(out, func(a, b Element) int { return a.Addr.Compare(b.Addr) })
+	slices.SortFunc(out, func(a, b enforcer.Element) int { return a.Addr.Compare(b.Addr) })
 	return out, nil
 }
 
 // Counters sums the drop rules' counters: packets and bytes dropped since
 // the rules were last replaced by Setup.
-func (n *NFTables) Counters(ctx context.Context) (packets, bytes uint64, err error) {
+func (n *Firewall) Counters(ctx context.Context) (packets, bytes uint64, err error) {
 	err = n.call(ctx, "counters", func(_ context.Context, k *kernel) error {
 		packets, bytes = 0, 0
 		rules, err := k.conn.GetRules(k.table, k.chain)
@@ -306,30 +278,17 @@ func (n *NFTables) Counters(ctx context.Context) (packets, bytes uint64, err err
 	return packets, bytes, err
 }
 
-func (n *NFTables) tableName() string { return n.table }
+func (n *Firewall) tableName() string { return n.table }
 
-func (n *NFTables) portsDesc() any {
+func (n *Firewall) portsDesc() any {
 	if len(n.ports) > 0 {
 		return n.ports
 	}
 	return "all"
 }
 
-// normalize checks one element and brings it to the kernel's terms: IPv4
-// for 4in6 addresses, no zone, a timeout of whole milliseconds (the kernel's
-// resolution) and at least 1 ms.
-func normalize(e Element) (netip.Addr, time.Duration, error) {
-	if !e.Addr.IsValid() {
-		return netip.Addr{}, 0, fmt.Errorf("%w: zero address", ErrInvalidElement)
-	}
-	if e.Timeout <= 0 {
-		return netip.Addr{}, 0, fmt.Errorf("%w: %v: timeout %v is not positive", ErrInvalidElement, e.Addr, e.Timeout)
-	}
-	return e.Addr.Unmap().WithZone(""), max(e.Timeout.Round(time.Millisecond), time.Millisecond), nil
-}
-
 // splitElements validates elems and sorts them into the two kernel sets.
-func splitElements(elems []Element) (v4, v6 []nftables.SetElement, err error) {
+func splitElements(elems []enforcer.Element) (v4, v6 []nftables.SetElement, err error) {
 	n4 := 0
 	for _, e := range elems {
 		if e.Addr.Unmap().Is4() {
@@ -339,7 +298,7 @@ func splitElements(elems []Element) (v4, v6 []nftables.SetElement, err error) {
 	v4 = make([]nftables.SetElement, 0, n4)
 	v6 = make([]nftables.SetElement, 0, len(elems)-n4)
 	for _, e := range elems {
-		a, d, err := normalize(e)
+		a, d, err := e.Normalize()
 		if err != nil {
 			return nil, nil, err
 		}
@@ -577,14 +536,14 @@ func (k *kernel) sameChain(ch *nftables.Chain) bool {
 }
 
 // check compares the kernel's objects with what setup makes; a missing or
-// different one wraps ErrDrift, a netlink failure does not.
+// different one wraps enforcer.ErrDrift, a netlink failure does not.
 func (k *kernel) check() error {
 	tables, err := k.conn.ListTablesOfFamily(k.table.Family)
 	if err != nil {
 		return fmt.Errorf("read tables: %w", err)
 	}
 	if !slices.ContainsFunc(tables, func(t *nftables.Table) bool { return t.Name == k.table.Name }) {
-		return fmt.Errorf("%w: table inet %s missing", ErrDrift, k.table.Name)
+		return fmt.Errorf("%w: table inet %s missing", enforcer.ErrDrift, k.table.Name)
 	}
 	sets, err := k.conn.GetSets(k.table)
 	if err != nil {
@@ -593,10 +552,10 @@ func (k *kernel) check() error {
 	for _, want := range []*nftables.Set{k.set4, k.set6, k.ports} {
 		i := slices.IndexFunc(sets, func(s *nftables.Set) bool { return s.Name == want.Name })
 		if i < 0 {
-			return fmt.Errorf("%w: set %s missing", ErrDrift, want.Name)
+			return fmt.Errorf("%w: set %s missing", enforcer.ErrDrift, want.Name)
 		}
 		if have := sets[i]; have.KeyType.GetNFTMagic() != want.KeyType.GetNFTMagic() || have.HasTimeout != want.HasTimeout {
-			return fmt.Errorf("%w: set %s is %s", ErrDrift, want.Name, describeSet(have))
+			return fmt.Errorf("%w: set %s is %s", enforcer.ErrDrift, want.Name, describeSet(have))
 		}
 	}
 	chains, err := k.conn.ListChainsOfTableFamily(k.table.Family)
@@ -607,10 +566,10 @@ func (k *kernel) check() error {
 		return c.Table != nil && c.Table.Name == k.table.Name && c.Name == k.chain.Name
 	})
 	if i < 0 {
-		return fmt.Errorf("%w: chain %s missing", ErrDrift, k.chain.Name)
+		return fmt.Errorf("%w: chain %s missing", enforcer.ErrDrift, k.chain.Name)
 	}
 	if !k.sameChain(chains[i]) {
-		return fmt.Errorf("%w: chain %s changed", ErrDrift, k.chain.Name)
+		return fmt.Errorf("%w: chain %s changed", enforcer.ErrDrift, k.chain.Name)
 	}
 	rules, err := k.conn.GetRules(k.table, k.chain)
 	if err != nil {
@@ -618,11 +577,11 @@ func (k *kernel) check() error {
 	}
 	want := k.rules()
 	if len(rules) != len(want) {
-		return fmt.Errorf("%w: chain %s has %d rules, want %d", ErrDrift, k.chain.Name, len(rules), len(want))
+		return fmt.Errorf("%w: chain %s has %d rules, want %d", enforcer.ErrDrift, k.chain.Name, len(rules), len(want))
 	}
 	for i, r := range rules {
 		if !sameRule(r, want[i]) {
-			return fmt.Errorf("%w: chain %s rule %d changed", ErrDrift, k.chain.Name, i)
+			return fmt.Errorf("%w: chain %s rule %d changed", enforcer.ErrDrift, k.chain.Name, i)
 		}
 	}
 	ports, err := k.conn.GetSetElements(k.ports)
@@ -630,11 +589,11 @@ func (k *kernel) check() error {
 		return fmt.Errorf("read set %s: %w", portsName, err)
 	}
 	if len(ports) != len(k.portN) {
-		return fmt.Errorf("%w: set %s has %d ports, want %d", ErrDrift, portsName, len(ports), len(k.portN))
+		return fmt.Errorf("%w: set %s has %d ports, want %d", enforcer.ErrDrift, portsName, len(ports), len(k.portN))
 	}
 	for _, p := range ports {
 		if len(p.Key) != 2 || !slices.Contains(k.portN, binaryutil.BigEndian.Uint16(p.Key)) {
-			return fmt.Errorf("%w: set %s holds %x", ErrDrift, portsName, p.Key)
+			return fmt.Errorf("%w: set %s holds %x", enforcer.ErrDrift, portsName, p.Key)
 		}
 	}
 	return nil
@@ -705,7 +664,7 @@ func (k *kernel) checkSets() error {
 			}
 			if have.KeyType.GetNFTMagic() != want.KeyType.GetNFTMagic() || have.HasTimeout != want.HasTimeout ||
 				have.IsMap || have.Interval || have.Concatenation {
-				return fmt.Errorf("%w: set %s in table inet %s is %s, want %s", ErrIncompatibleSet,
+				return fmt.Errorf("%w: set %s in table inet %s is %s, want %s", enforcer.ErrIncompatibleSet,
 					have.Name, k.table.Name, describeSet(have), describeSet(want))
 			}
 		}

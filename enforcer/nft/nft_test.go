@@ -1,4 +1,6 @@
-package enforcer
+//go:build linux
+
+package nft
 
 import (
 	"context"
@@ -14,18 +16,18 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/wormgate/wormgate/enforcer/nftest"
+	"github.com/wormgate/wormgate/enforcer"
+	"github.com/wormgate/wormgate/enforcer/nft/nftest"
 )
 
 // openNS gives a test a namespace with wormgate's ruleset set up in it.
-func openNS(t testing.TB, cfg NFTablesConfig) (*nftest.NS, *NFTables) {
+func openNS(t testing.TB, cfg enforcer.NFTablesConfig) (*nftest.NS, *Firewall) {
 	t.Helper()
 	nftest.Require(t, "ip", "nft")
 	ns := nftest.NewNS(t)
-	cfg.NetNSFd = ns.Fd()
-	f, err := OpenNFTables(cfg, slog.New(slog.DiscardHandler))
+	f, err := Open(testConfig(cfg), slog.New(slog.DiscardHandler), WithNetNS(ns.Fd()))
 	if err != nil {
-		t.Fatalf("OpenNFTables: %v", err)
+		t.Fatalf("Open: %v", err)
 	}
 	t.Cleanup(func() { _ = f.Close() })
 	if err := f.Setup(context.Background()); err != nil {
@@ -58,9 +60,9 @@ func TestNFTablesBlocksAndExpires(t *testing.T) {
 			}
 		}()
 	}
-	f, err := OpenNFTables(NFTablesConfig{NetNSFd: gw.Fd()}, slog.New(slog.DiscardHandler))
+	f, err := Open(testConfig(enforcer.NFTablesConfig{}), slog.New(slog.DiscardHandler), WithNetNS(gw.Fd()))
 	if err != nil {
-		t.Fatalf("OpenNFTables: %v", err)
+		t.Fatalf("Open: %v", err)
 	}
 	t.Cleanup(func() { _ = f.Close() })
 	ctx := context.Background()
@@ -88,7 +90,7 @@ func TestNFTablesBlocksAndExpires(t *testing.T) {
 			}
 			const ban = 3 * time.Second
 			added := time.Now()
-			if err := f.Add(ctx, []Element{{Addr: addr(tc.client), Timeout: ban}}); err != nil {
+			if err := f.Add(ctx, []enforcer.Element{{Addr: addr(tc.client), Timeout: ban}}); err != nil {
 				t.Fatalf("Add: %v", err)
 			}
 			err := dial(tc.smtp)
@@ -186,12 +188,12 @@ func wantChain(t *testing.T, table string, ports bool) []map[string]any {
 func TestNFTablesRuleset(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
-		cfg       NFTablesConfig
+		cfg       enforcer.NFTablesConfig
 		wantPorts []any
 	}{
-		{"defaults", NFTablesConfig{}, []any{25.0, 465.0, 587.0}},
-		{"custom", NFTablesConfig{Table: "wg2", Ports: []uint16{587, 25, 25}}, []any{25.0, 587.0}},
-		{"all traffic", NFTablesConfig{Ports: []uint16{}}, nil},
+		{"defaults", enforcer.NFTablesConfig{}, []any{25.0, 465.0, 587.0}},
+		{"custom", enforcer.NFTablesConfig{Table: "wg2", Ports: []uint16{587, 25, 25}}, []any{25.0, 587.0}},
+		{"all traffic", enforcer.NFTablesConfig{Ports: []uint16{}}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ns, f := openNS(t, tc.cfg)
@@ -200,7 +202,7 @@ func TestNFTablesRuleset(t *testing.T) {
 				table = "wormgate"
 			}
 			ctx := context.Background()
-			if err := f.Add(ctx, []Element{{Addr: addr("192.0.2.7"), Timeout: time.Hour}, {Addr: addr("2001:db8::7"), Timeout: time.Hour}}); err != nil {
+			if err := f.Add(ctx, []enforcer.Element{{Addr: addr("192.0.2.7"), Timeout: time.Hour}, {Addr: addr("2001:db8::7"), Timeout: time.Hour}}); err != nil {
 				t.Fatalf("Add: %v", err)
 			}
 			// The second Setup must adopt everything: same rules once, elements kept.
@@ -230,7 +232,7 @@ func TestNFTablesRuleset(t *testing.T) {
 	}
 }
 
-func addrsOf(elems []Element) []netip.Addr {
+func addrsOf(elems []enforcer.Element) []netip.Addr {
 	var out []netip.Addr
 	for _, e := range elems {
 		out = append(out, e.Addr)
@@ -252,15 +254,15 @@ func TestNFTablesLeavesOtherTablesAlone(t *testing.T) {
 			chain prerouting { type filter hook prerouting priority -300; ip saddr 198.51.100.1 counter drop; }
 		}`)
 	before := ns.Run(t, "nft", "list", "ruleset")
-	f, err := OpenNFTables(NFTablesConfig{NetNSFd: ns.Fd()}, slog.New(slog.DiscardHandler))
+	f, err := Open(testConfig(enforcer.NFTablesConfig{}), slog.New(slog.DiscardHandler), WithNetNS(ns.Fd()))
 	if err != nil {
-		t.Fatalf("OpenNFTables: %v", err)
+		t.Fatalf("Open: %v", err)
 	}
 	ctx := context.Background()
 	if err := f.Setup(ctx); err != nil {
 		t.Fatalf("Setup: %v", err)
 	}
-	if err := f.Add(ctx, []Element{{Addr: addr("192.0.2.8"), Timeout: time.Hour}}); err != nil {
+	if err := f.Add(ctx, []enforcer.Element{{Addr: addr("192.0.2.8"), Timeout: time.Hour}}); err != nil {
 		t.Fatalf("Add: %v", err)
 	}
 	if err := f.Delete(ctx, []netip.Addr{addr("192.0.2.8")}); err != nil {
@@ -280,14 +282,14 @@ func TestNFTablesIncompatibleSet(t *testing.T) {
 	ns := nftest.NewNS(t)
 	ns.Run(t, "nft", "table inet wormgate { set blocked4 { type ipv6_addr; }; }")
 	before := ns.Run(t, "nft", "list", "ruleset")
-	f, err := OpenNFTables(NFTablesConfig{NetNSFd: ns.Fd()}, slog.New(slog.DiscardHandler))
+	f, err := Open(testConfig(enforcer.NFTablesConfig{}), slog.New(slog.DiscardHandler), WithNetNS(ns.Fd()))
 	if err != nil {
-		t.Fatalf("OpenNFTables: %v", err)
+		t.Fatalf("Open: %v", err)
 	}
 	defer f.Close()
 	err = f.Setup(context.Background())
-	if !errors.Is(err, ErrIncompatibleSet) || !strings.Contains(err.Error(), "blocked4") {
-		t.Fatalf("Setup over a set of the wrong type: %v, want %v naming blocked4", err, ErrIncompatibleSet)
+	if !errors.Is(err, enforcer.ErrIncompatibleSet) || !strings.Contains(err.Error(), "blocked4") {
+		t.Fatalf("Setup over a set of the wrong type: %v, want %v naming blocked4", err, enforcer.ErrIncompatibleSet)
 	}
 	if after := ns.Run(t, "nft", "list", "ruleset"); after != before {
 		t.Errorf("failed Setup changed the ruleset.\nbefore:\n%s\nafter:\n%s", before, after)
@@ -295,7 +297,7 @@ func TestNFTablesIncompatibleSet(t *testing.T) {
 }
 
 // remaining returns the kernel's remaining time of a.
-func remaining(t *testing.T, f Firewall, a netip.Addr) time.Duration {
+func remaining(t *testing.T, f enforcer.Firewall, a netip.Addr) time.Duration {
 	t.Helper()
 	elems, err := f.List(context.Background())
 	if err != nil {
@@ -311,7 +313,7 @@ func remaining(t *testing.T, f Firewall, a netip.Addr) time.Duration {
 }
 
 func TestNFTablesReAddRefreshesTimeout(t *testing.T) {
-	_, f := openNS(t, NFTablesConfig{})
+	_, f := openNS(t, enforcer.NFTablesConfig{})
 	ctx := context.Background()
 	for _, a := range []netip.Addr{addr("192.0.2.10"), addr("2001:db8::10")} {
 		for _, step := range []struct {
@@ -327,7 +329,7 @@ func TestNFTablesReAddRefreshesTimeout(t *testing.T) {
 			{20 * time.Second, 1500 * time.Millisecond, 19 * time.Second, 20 * time.Second},
 		} {
 			time.Sleep(step.wait)
-			if err := f.Add(ctx, []Element{{Addr: a, Timeout: step.timeout}}); err != nil {
+			if err := f.Add(ctx, []enforcer.Element{{Addr: a, Timeout: step.timeout}}); err != nil {
 				t.Fatalf("Add(%v, %v): %v", a, step.timeout, err)
 			}
 			if got := remaining(t, f, a); got < step.min || got > step.max {
@@ -338,9 +340,9 @@ func TestNFTablesReAddRefreshesTimeout(t *testing.T) {
 }
 
 func TestNFTablesAddDeleteList(t *testing.T) {
-	_, f := openNS(t, NFTablesConfig{})
+	_, f := openNS(t, enforcer.NFTablesConfig{})
 	ctx := context.Background()
-	err := f.Add(ctx, []Element{
+	err := f.Add(ctx, []enforcer.Element{
 		{Addr: addr("::ffff:192.0.2.3"), Timeout: time.Hour}, // 4in6 lands in blocked4
 		{Addr: addr("192.0.2.4"), Timeout: 1500 * time.Microsecond},
 		{Addr: addr("2001:db8::4"), Timeout: time.Hour},
@@ -365,18 +367,18 @@ func TestNFTablesAddDeleteList(t *testing.T) {
 	if diff := cmp.Diff([]netip.Addr{addr("192.0.2.3")}, addrsOf(got), addrCmp); diff != "" {
 		t.Errorf("List (-want +got):\n%s", diff)
 	}
-	for _, bad := range [][]Element{
+	for _, bad := range [][]enforcer.Element{
 		{{Addr: addr("192.0.2.5"), Timeout: 0}},
 		{{Addr: addr("192.0.2.5"), Timeout: -time.Second}},
 		{{Timeout: time.Second}},
 	} {
-		if err := f.Add(ctx, bad); !errors.Is(err, ErrInvalidElement) {
-			t.Errorf("Add(%v) = %v, want %v", bad, err, ErrInvalidElement)
+		if err := f.Add(ctx, bad); !errors.Is(err, enforcer.ErrInvalidElement) {
+			t.Errorf("Add(%v) = %v, want %v", bad, err, enforcer.ErrInvalidElement)
 		}
 	}
 	cancelled, cancel := context.WithCancel(ctx)
 	cancel()
-	if err := f.Add(cancelled, []Element{{Addr: addr("192.0.2.6"), Timeout: time.Hour}}); !errors.Is(err, context.Canceled) {
+	if err := f.Add(cancelled, []enforcer.Element{{Addr: addr("192.0.2.6"), Timeout: time.Hour}}); !errors.Is(err, context.Canceled) {
 		t.Errorf("Add with a cancelled context = %v, want %v", err, context.Canceled)
 	}
 }
@@ -392,13 +394,13 @@ func seqAddrs(first netip.Addr, n int) []netip.Addr {
 }
 
 func TestNFTablesManyElements(t *testing.T) {
-	_, f := openNS(t, NFTablesConfig{})
+	_, f := openNS(t, enforcer.NFTablesConfig{})
 	// 198.18.0.0/15 (RFC 2544, benchmarking) is the only reserved IPv4 range
 	// with room for 10,000 addresses; they never leave the namespace.
 	want := append(seqAddrs(addr("198.18.0.0"), 10_000), seqAddrs(addr("2001:db8::1:0"), 5_000)...)
-	elems := make([]Element, len(want))
+	elems := make([]enforcer.Element, len(want))
 	for i, a := range want {
-		elems[i] = Element{Addr: a, Timeout: time.Hour}
+		elems[i] = enforcer.Element{Addr: a, Timeout: time.Hour}
 	}
 	ctx := context.Background()
 	if err := f.Add(ctx, elems); err != nil {
@@ -424,9 +426,9 @@ func TestNFTablesManyElements(t *testing.T) {
 }
 
 func TestNFTablesCloseKeepsBans(t *testing.T) {
-	ns, f := openNS(t, NFTablesConfig{})
+	ns, f := openNS(t, enforcer.NFTablesConfig{})
 	ctx := context.Background()
-	if err := f.Add(ctx, []Element{{Addr: addr("192.0.2.11"), Timeout: time.Hour}}); err != nil {
+	if err := f.Add(ctx, []enforcer.Element{{Addr: addr("192.0.2.11"), Timeout: time.Hour}}); err != nil {
 		t.Fatalf("Add: %v", err)
 	}
 	if err := f.Close(); err != nil {
@@ -435,17 +437,17 @@ func TestNFTablesCloseKeepsBans(t *testing.T) {
 	if err := f.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
 	}
-	if err := f.Add(ctx, []Element{{Addr: addr("192.0.2.12"), Timeout: time.Hour}}); !errors.Is(err, ErrClosed) {
-		t.Errorf("Add after Close = %v, want %v", err, ErrClosed)
+	if err := f.Add(ctx, []enforcer.Element{{Addr: addr("192.0.2.12"), Timeout: time.Hour}}); !errors.Is(err, enforcer.ErrClosed) {
+		t.Errorf("Add after Close = %v, want %v", err, enforcer.ErrClosed)
 	}
-	if _, err := f.List(ctx); !errors.Is(err, ErrClosed) {
-		t.Errorf("List after Close = %v, want %v", err, ErrClosed)
+	if _, err := f.List(ctx); !errors.Is(err, enforcer.ErrClosed) {
+		t.Errorf("List after Close = %v, want %v", err, enforcer.ErrClosed)
 	}
 	if out := ns.Run(t, "nft", "list", "set", "inet", "wormgate", "blocked4"); !strings.Contains(out, "192.0.2.11") {
 		t.Errorf("ban gone from the kernel after Close:\n%s", out)
 	}
 	// A restarted daemon adopts the table and sees the ban.
-	g, err := OpenNFTables(NFTablesConfig{NetNSFd: ns.Fd()}, slog.New(slog.DiscardHandler))
+	g, err := Open(testConfig(enforcer.NFTablesConfig{}), slog.New(slog.DiscardHandler), WithNetNS(ns.Fd()))
 	if err != nil {
 		t.Fatalf("reopen: %v", err)
 	}
@@ -459,7 +461,7 @@ func TestNFTablesCloseKeepsBans(t *testing.T) {
 }
 
 func TestNFTablesConcurrentCallers(t *testing.T) {
-	_, f := openNS(t, NFTablesConfig{})
+	_, f := openNS(t, enforcer.NFTablesConfig{})
 	ctx := context.Background()
 	errs := make(chan error, 8)
 	for g := range 8 {
@@ -467,7 +469,7 @@ func TestNFTablesConcurrentCallers(t *testing.T) {
 			var err error
 			for i := range 50 {
 				a := netip.AddrFrom4([4]byte{203, 0, 113, byte(g*25 + i%25)})
-				if err = f.Add(ctx, []Element{{Addr: a, Timeout: time.Hour}}); err != nil {
+				if err = f.Add(ctx, []enforcer.Element{{Addr: a, Timeout: time.Hour}}); err != nil {
 					break
 				}
 				if _, _, err = f.Counters(ctx); err != nil {
@@ -492,18 +494,18 @@ func TestNFTablesConcurrentCallers(t *testing.T) {
 }
 
 func BenchmarkNFTablesAdd100k(b *testing.B) {
-	elems := make([]Element, 100_000)
+	elems := make([]enforcer.Element, 100_000)
 	for i, a := range seqAddrs(addr("198.18.0.0"), len(elems)) {
-		elems[i] = Element{Addr: a, Timeout: time.Hour}
+		elems[i] = enforcer.Element{Addr: a, Timeout: time.Hour}
 	}
 	ctx := context.Background()
 	for b.Loop() {
 		b.StopTimer()
 		nftest.Require(b, "ip", "nft")
 		ns := nftest.NewNS(b)
-		f, err := OpenNFTables(NFTablesConfig{NetNSFd: ns.Fd()}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		f, err := Open(testConfig(enforcer.NFTablesConfig{}), slog.New(slog.NewTextHandler(io.Discard, nil)), WithNetNS(ns.Fd()))
 		if err != nil {
-			b.Fatalf("OpenNFTables: %v", err)
+			b.Fatalf("Open: %v", err)
 		}
 		if err := f.Setup(ctx); err != nil {
 			b.Fatalf("Setup: %v", err)
@@ -517,4 +519,17 @@ func BenchmarkNFTablesAdd100k(b *testing.B) {
 		b.StartTimer()
 	}
 	b.ReportMetric(float64(len(elems)), "elems/op")
+}
+
+// testConfig fills in the configuration's defaults, which Open leaves to
+// the configuration: table wormgate, the SMTP ports.
+func testConfig(c enforcer.NFTablesConfig) enforcer.NFTablesConfig {
+	d := enforcer.DefaultConfig().NFTables
+	if c.Table == "" {
+		c.Table = d.Table
+	}
+	if c.Ports == nil {
+		c.Ports = d.Ports
+	}
+	return c
 }

@@ -1,14 +1,13 @@
-package enforcer
+//go:build linux
+
+package nft
 
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
-	"os"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,26 +17,26 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/wormgate/wormgate/enforcer/nftest"
+	"github.com/wormgate/wormgate/enforcer"
+	"github.com/wormgate/wormgate/enforcer/nft/nftest"
 	"github.com/wormgate/wormgate/enforcer/policy"
-	"github.com/wormgate/wormgate/matcher"
 )
 
 func TestNFTablesRestoreAndCheck(t *testing.T) {
-	ns, f := openNS(t, NFTablesConfig{})
+	ns, f := openNS(t, enforcer.NFTablesConfig{})
 	ctx := t.Context()
 	if err := f.Check(ctx); err != nil {
 		t.Fatalf("Check after Setup = %v", err)
 	}
 	stale := addr("203.0.113.99")
-	if err := f.Add(ctx, []Element{{Addr: stale, Timeout: time.Hour}}); err != nil {
+	if err := f.Add(ctx, []enforcer.Element{{Addr: stale, Timeout: time.Hour}}); err != nil {
 		t.Fatal(err)
 	}
 	// 3,000 IPv4 and 2,000 IPv6: several messages in the one batch.
 	want := append(seqAddrs(addr("198.18.0.0"), 3000), seqAddrs(addr("2001:db8::1:0"), 2000)...)
-	elems := make([]Element, len(want))
+	elems := make([]enforcer.Element, len(want))
 	for i, a := range want {
-		elems[i] = Element{Addr: a, Timeout: time.Duration(i%50+10) * time.Minute}
+		elems[i] = enforcer.Element{Addr: a, Timeout: time.Duration(i%50+10) * time.Minute}
 	}
 	restoreAndCompare := func(t *testing.T) {
 		t.Helper()
@@ -81,7 +80,7 @@ func TestNFTablesRestoreAndCheck(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ns.Run(t, tc.cmd...)
-			if err := f.Check(ctx); !errors.Is(err, ErrDrift) {
+			if err := f.Check(ctx); !errors.Is(err, enforcer.ErrDrift) {
 				t.Fatalf("Check after %s = %v, want ErrDrift", tc.name, err)
 			}
 			restoreAndCompare(t)
@@ -109,7 +108,7 @@ func sortedAddrs(as []netip.Addr) []netip.Addr {
 func BenchmarkStartup100k(b *testing.B) {
 	nftest.Require(b, "ip", "nft")
 	dir := b.TempDir()
-	st, err := OpenStore(dir)
+	st, err := enforcer.OpenStore(dir)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -129,15 +128,15 @@ func BenchmarkStartup100k(b *testing.B) {
 		b.StopTimer()
 		ns := nftest.NewNS(b)
 		b.StartTimer()
-		f, err := OpenNFTables(NFTablesConfig{NetNSFd: ns.Fd()}, log)
+		f, err := Open(testConfig(enforcer.NFTablesConfig{}), log, WithNetNS(ns.Fd()))
 		if err != nil {
 			b.Fatal(err)
 		}
-		st, err := OpenStore(dir)
+		st, err := enforcer.OpenStore(dir)
 		if err != nil {
 			b.Fatal(err)
 		}
-		e, err := New(DefaultConfig(), nil, f, log, prometheus.NewRegistry(), WithStore(st))
+		e, err := enforcer.New(enforcer.DefaultConfig(), nil, f, log, prometheus.NewRegistry(), enforcer.WithStore(st))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -166,62 +165,4 @@ func BenchmarkStartup100k(b *testing.B) {
 		b.StartTimer()
 	}
 	b.ReportMetric(float64(len(bans)), "bans/op")
-}
-
-// BenchmarkFlood1M feeds 1,000,000 distinct offenders through an Enforcer
-// with the default sizes and reports the heap and the process's peak RSS.
-// Half the offenders are under a threshold-1 rule (each one's ban is rate
-// limited after the first thousand), half under a threshold-3 rule that
-// they never reach: the memory is the offender LRU's.
-func BenchmarkFlood1M(b *testing.B) {
-	for b.Loop() {
-		e, err := New(DefaultConfig(), map[string]policy.RulePolicy{
-			"worm": {Threshold: 1, Window: time.Hour},
-			"sasl": {Threshold: 3, Window: time.Hour},
-		}, NewDryRun(slog.New(slog.DiscardHandler)), slog.New(slog.DiscardHandler), prometheus.NewRegistry())
-		if err != nil {
-			b.Fatal(err)
-		}
-		ip := netip.MustParseAddr("2001:db8::")
-		for i := range 1_000_000 {
-			ip = ip.Next()
-			rule := "sasl"
-			if i%2 == 0 {
-				rule = "worm"
-			}
-			e.Offend(matcher.Offense{Addr: ip, Rule: rule, Host: "mx1"})
-			if i%10_000 == 0 {
-				if err := e.Flush(context.Background()); err != nil {
-					b.Fatal(err)
-				}
-			}
-		}
-		b.StopTimer()
-		runtime.GC()
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		b.ReportMetric(float64(ms.HeapAlloc)/(1<<20), "heapMB")
-		b.ReportMetric(float64(len(e.Bans())), "bans")
-		runtime.KeepAlive(e)
-		b.StartTimer()
-	}
-	b.ReportMetric(peakRSSMB(b), "peakRSS_MB")
-}
-
-// peakRSSMB reads VmHWM, the process's peak resident set.
-func peakRSSMB(b *testing.B) float64 {
-	raw, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		b.Logf("peak RSS unknown: %v", err)
-		return 0
-	}
-	for l := range strings.Lines(string(raw)) {
-		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
-			var kb float64
-			if _, err := fmt.Sscan(strings.TrimSuffix(strings.TrimSpace(v), " kB"), &kb); err == nil {
-				return kb / 1024
-			}
-		}
-	}
-	return 0
 }
