@@ -43,7 +43,7 @@ type ruleSet struct {
 }
 
 // Matcher correlates Postfix log messages and applies the rules. Match is
-// for one goroutine; SetRules, Rules and Stats may be called from others.
+// for one goroutine; SetRules and Stats may be called from others.
 type Matcher struct {
 	rules atomic.Pointer[ruleSet]
 
@@ -119,12 +119,6 @@ func (m *Matcher) SetRules(rules []Rule) error {
 	}
 	m.rules.Store(compileRules(rules))
 	return nil
-}
-
-// Rules returns the rules in force, with defaults applied; the enforcer
-// looks up a rule's policy here by Offense.Rule.
-func (m *Matcher) Rules() []Rule {
-	return rulesWithDefaults(m.rules.Load().rules)
 }
 
 func compileRules(rules []Rule) *ruleSet {

@@ -17,10 +17,9 @@ const (
 
 // Transports, the values of Message.Transport and of the transport label.
 const (
-	TransportUDP  = "udp"
-	TransportTCP  = "tcp"
-	TransportTLS  = "tls"
-	TransportFile = "file"
+	TransportUDP = "udp"
+	TransportTCP = "tcp"
+	TransportTLS = "tls"
 )
 
 // Drop reasons, the values of the reason label of MetricDropped.

@@ -1,6 +1,9 @@
 package main
 
 import (
+	"context"
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wormgate/wormgate/matcher"
@@ -41,4 +44,41 @@ func (c matcherCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descAmbiguous, prometheus.CounterValue, float64(st.AmbiguousClients))
 	ch <- prometheus.MustNewConstMetric(descQueueEntries, prometheus.GaugeValue, float64(st.QueueEntries))
 	ch <- prometheus.MustNewConstMetric(descQueueEvictions, prometheus.CounterValue, float64(st.QueueEvictions))
+}
+
+// dropCounter reads the kernel's drop counters.
+type dropCounter interface {
+	// Counters returns the packets and bytes the drop rules dropped since
+	// they were last (re)created.
+	Counters(ctx context.Context) (packets, bytes uint64, err error)
+}
+
+// kernelCollector exports the drop rules' counters, so that an operator
+// sees the bans hit. A scrape waits at most a second for the firewall,
+// which may be busy restoring a big set.
+type kernelCollector struct{ fw dropCounter }
+
+var (
+	descDroppedPackets = prometheus.NewDesc("wormgate_kernel_dropped_packets_total",
+		"Packets from banned addresses dropped by wormgate's chain since its rules were last created.", nil, nil)
+	descDroppedBytes = prometheus.NewDesc("wormgate_kernel_dropped_bytes_total",
+		"Bytes from banned addresses dropped by wormgate's chain since its rules were last created.", nil, nil)
+)
+
+func (c kernelCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descDroppedPackets
+	ch <- descDroppedBytes
+}
+
+func (c kernelCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	packets, bytes, err := c.fw.Counters(ctx)
+	if err != nil {
+		// Before set-up or while a restore holds the firewall: leave the
+		// series out of this scrape rather than fail the whole scrape.
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(descDroppedPackets, prometheus.CounterValue, float64(packets))
+	ch <- prometheus.MustNewConstMetric(descDroppedBytes, prometheus.CounterValue, float64(bytes))
 }

@@ -56,130 +56,217 @@ func cmdServe(ctx context.Context, args []string, s streams) error {
 	return serve(ctx, cfg, *path, log)
 }
 
-// serve wires the components and runs them until ctx is done.
-func serve(ctx context.Context, cfg Config, path string, log *slog.Logger) error {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+// app is the appliance, wired: what serve opened, in the order it opened
+// it, and the goroutines it runs.
+type app struct {
+	log  *slog.Logger
+	path string
+	cfg  atomic.Pointer[Config]
+	reg  *prometheus.Registry
 
-	var fw enforcer.Firewall
+	fw      enforcer.Firewall
+	store   *enforcer.Store
+	matcher *matcher.Matcher
+	enf     *enforcer.Enforcer
+	guard   *senderGuard
+	msgs    chan syslog.Message
+	rcv     *receiver.Receiver
+	httpLn  net.Listener
+	status  *status
+	closers []func() error
+}
+
+// serve opens every component and runs them until ctx is done.
+func serve(ctx context.Context, cfg Config, path string, log *slog.Logger) error {
+	a := &app{log: log, path: path, reg: prometheus.NewRegistry()}
+	a.cfg.Store(&cfg)
+	defer a.close()
+	for _, step := range []func(Config) error{
+		a.openFirewall, a.openRecord, a.newMatcher, a.newEnforcer, a.openReceiver, a.openHTTP,
+	} {
+		if err := step(cfg); err != nil {
+			return err
+		}
+	}
+	return a.run(ctx)
+}
+
+// close releases what the steps opened, in reverse order.
+func (a *app) close() {
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		if err := a.closers[i](); err != nil {
+			a.log.Warn("close", "err", err)
+		}
+	}
+}
+
+// openFirewall opens nftables, or the dry run. The ruleset is not touched
+// until the enforcer runs.
+func (a *app) openFirewall(cfg Config) error {
 	if cfg.Enforcer.DryRun {
-		fw = enforcer.NewDryRun(log)
+		a.fw = enforcer.NewDryRun(a.log)
 	} else {
-		nf, err := nft.Open(cfg.Enforcer.NFTables, log)
+		nf, err := nft.Open(cfg.Enforcer.NFTables, a.log)
 		if err != nil {
 			return err
 		}
-		fw = nf
+		a.fw = nf
+		a.reg.MustRegister(kernelCollector{nf})
 	}
-	defer fw.Close()
+	a.closers = append(a.closers, a.fw.Close)
+	return nil
+}
 
+// openRecord opens the durable record of bans, when there is a firewall
+// to keep in line with it.
+func (a *app) openRecord(cfg Config) error {
+	if cfg.Enforcer.DryRun {
+		return nil
+	}
+	if cfg.Enforcer.StateDir == "" {
+		a.log.Warn("enforcer.state_dir is empty: bans are not recorded and a flushed firewall or a reboot loses them")
+		return nil
+	}
+	st, err := enforcer.OpenStore(cfg.Enforcer.StateDir)
+	if err != nil {
+		return err
+	}
+	a.store = st
+	a.closers = append(a.closers, st.Close)
+	return nil
+}
+
+func (a *app) newMatcher(cfg Config) error {
 	m, err := matcher.New(cfg.Matcher)
 	if err != nil {
 		return fmt.Errorf("%w: %w", errConfig, err)
 	}
-	reg.MustRegister(matcherCollector{m})
+	a.matcher = m
+	a.reg.MustRegister(matcherCollector{m})
+	return nil
+}
+
+// newEnforcer builds the enforcer; the gateway's own addresses are
+// never-block from the start, the syslog senders as they are seen.
+func (a *app) newEnforcer(cfg Config) error {
 	var opts []enforcer.Option
-	if !cfg.Enforcer.DryRun {
-		if cfg.Enforcer.StateDir == "" {
-			log.Warn("enforcer.state_dir is empty: bans are not recorded and a flushed firewall or a reboot loses them")
-		} else {
-			st, err := enforcer.OpenStore(cfg.Enforcer.StateDir)
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			opts = append(opts, enforcer.WithStore(st))
-		}
+	if a.store != nil {
+		opts = append(opts, enforcer.WithStore(a.store))
 	}
-	enf, err := enforcer.New(cfg.Enforcer, rulePolicies(cfg.Matcher), fw, log, reg, opts...)
+	enf, err := enforcer.New(cfg.Enforcer, rulePolicies(cfg.Matcher), a.fw, a.log, a.reg, opts...)
 	if err != nil {
 		return err
 	}
-	enf.AddNeverBlock(ownPrefixes(log)...)
-	guard := &senderGuard{enf: enf, seen: make(map[netip.Addr]struct{}), log: log}
-	msgs := make(chan syslog.Message, queueLen)
-	rcv, err := receiver.New(cfg.Receiver, msgs, log, reg)
+	enf.AddNeverBlock(ownPrefixes(a.log)...)
+	a.enf = enf
+	a.guard = &senderGuard{enf: enf, seen: make(map[netip.Addr]struct{}), log: a.log}
+	return nil
+}
+
+// openReceiver binds the syslog listeners.
+func (a *app) openReceiver(cfg Config) error {
+	a.msgs = make(chan syslog.Message, queueLen)
+	rcv, err := receiver.New(cfg.Receiver, a.msgs, a.log, a.reg)
 	if err != nil {
 		return fmt.Errorf("%w: %w", errConfig, err)
 	}
 	if err := rcv.Open(); err != nil {
 		return err
 	}
-	var httpLn net.Listener
-	if cfg.HTTP.Listen != "" {
-		if httpLn, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {
-			return fmt.Errorf("http: %w", err)
-		}
-	}
-	var current atomic.Pointer[Config]
-	current.Store(&cfg)
-	st := &status{
-		started: time.Now(), cfg: &current, enf: enf, rcv: rcv, reg: reg,
+	a.rcv = rcv
+	return nil
+}
+
+// openHTTP binds the status server's listener; "" disables it.
+func (a *app) openHTTP(cfg Config) error {
+	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a.status = &status{
+		started: time.Now(), cfg: &a.cfg, enf: a.enf, rcv: a.rcv, reg: a.reg,
 		firewall: map[bool]string{true: "dry-run", false: "nftables"}[cfg.Enforcer.DryRun],
 	}
+	if cfg.HTTP.Listen == "" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
+	if err != nil {
+		return fmt.Errorf("http: %w", err)
+	}
+	a.httpLn = ln
+	return nil
+}
 
+// run runs every component in one errgroup until ctx is done. The
+// enforcer outlives the receiver and the matcher: it stops only when every
+// received message has been matched, then flushes what is pending.
+func (a *app) run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
-	// The enforcer outlives the receiver and the matcher: it stops only
-	// when every received message has been matched, then flushes.
 	enfCtx, enfStop := context.WithCancel(context.WithoutCancel(ctx))
 	defer enfStop()
+	// Without a firewall there is no point in receiving: an error of the
+	// enforcer ends everything.
+	g.Go(func() error { return a.enf.Run(enfCtx) })
 	g.Go(func() error {
-		err := enf.Run(enfCtx)
-		if err != nil {
-			// Without a firewall there is no point in receiving.
-			return err
-		}
-		return nil
-	})
-	g.Go(func() error {
-		defer close(msgs)
-		return rcv.Run(gctx)
+		defer close(a.msgs)
+		return a.rcv.Run(gctx)
 	})
 	g.Go(func() error {
 		defer enfStop()
-		var offs []matcher.Offense
-		for msg := range msgs {
-			guard.observe(msg.Peer)
-			offs = m.Match(offs[:0], msg)
-			for _, o := range offs {
-				enf.Offend(o)
-			}
+		a.pipeline()
+		return nil
+	})
+	if a.httpLn != nil {
+		a.runHTTP(gctx, g)
+	}
+	g.Go(func() error { return a.reloadOnHUP(gctx) })
+	cfg := a.cfg.Load()
+	a.log.Info("wormgate started", "version", buildVersion(), "firewall", a.status.firewall,
+		"udp", a.rcv.UDPAddrs(), "tcp", a.rcv.TCPAddrs(), "tls", a.rcv.TLSAddrs(), "http", cfg.HTTP.Listen, "rules", len(cfg.Matcher.Rules))
+	err := g.Wait()
+	a.log.Info("wormgate stopped", "err", err)
+	return err
+}
+
+// pipeline matches every received message, in order, and hands the
+// offenses to the enforcer, until the receiver closes the channel.
+func (a *app) pipeline() {
+	var offs []matcher.Offense
+	for msg := range a.msgs {
+		a.guard.observe(msg.Peer)
+		offs = a.matcher.Match(offs[:0], msg)
+		for _, o := range offs {
+			a.enf.Offend(o)
+		}
+	}
+}
+
+func (a *app) runHTTP(ctx context.Context, g *errgroup.Group) {
+	srv := &http.Server{Handler: a.status.handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}
+	g.Go(func() error {
+		if err := srv.Serve(a.httpLn); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("http: %w", err)
 		}
 		return nil
 	})
-	if httpLn != nil {
-		srv := &http.Server{Handler: st.handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-		g.Go(func() error {
-			if err := srv.Serve(httpLn); !errors.Is(err, http.ErrServerClosed) {
-				return fmt.Errorf("http: %w", err)
-			}
-			return nil
-		})
-		g.Go(func() error {
-			<-gctx.Done()
-			sctx, cancel := context.WithTimeout(context.WithoutCancel(gctx), 3*time.Second)
-			defer cancel()
-			return srv.Shutdown(sctx)
-		})
-	}
 	g.Go(func() error {
-		hup := make(chan os.Signal, 1)
-		signal.Notify(hup, syscall.SIGHUP)
-		defer signal.Stop(hup)
-		for {
-			select {
-			case <-gctx.Done():
-				return nil
-			case <-hup:
-				reload(path, &current, m, enf, log)
-			}
-		}
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
+		defer cancel()
+		return srv.Shutdown(sctx)
 	})
-	log.Info("wormgate started", "version", buildVersion(), "firewall", st.firewall,
-		"udp", rcv.UDPAddrs(), "tcp", rcv.TCPAddrs(), "tls", rcv.TLSAddrs(), "http", cfg.HTTP.Listen, "rules", len(cfg.Matcher.Rules))
-	err = g.Wait()
-	log.Info("wormgate stopped", "err", err)
-	return err
+}
+
+func (a *app) reloadOnHUP(ctx context.Context) error {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-hup:
+			a.reload()
+		}
+	}
 }
 
 // ownPrefixes are the gateway's own addresses: never banned whatever the
@@ -233,21 +320,21 @@ func (g *senderGuard) observe(peer netip.Addr) {
 
 // reload swaps in the rules of a new, valid config; on any error the old
 // config stays. Listener and firewall settings need a restart.
-func reload(path string, current *atomic.Pointer[Config], m *matcher.Matcher, enf *enforcer.Enforcer, log *slog.Logger) {
-	if path == "" {
-		log.Info("SIGHUP ignored: running on the embedded default config")
+func (a *app) reload() {
+	if a.path == "" {
+		a.log.Info("SIGHUP ignored: running on the embedded default config")
 		return
 	}
-	cfg, err := loadConfig(path)
+	cfg, err := loadConfig(a.path)
 	if err != nil {
-		log.Error("reload failed; keeping the old config", "err", err)
+		a.log.Error("reload failed; keeping the old config", "err", err)
 		return
 	}
-	if err := m.SetRules(cfg.Matcher.Rules); err != nil {
-		log.Error("reload failed; keeping the old config", "err", err)
+	if err := a.matcher.SetRules(cfg.Matcher.Rules); err != nil {
+		a.log.Error("reload failed; keeping the old config", "err", err)
 		return
 	}
-	enf.SetRules(rulePolicies(cfg.Matcher))
-	current.Store(&cfg)
-	log.Info("config reloaded", "path", path, "rules", len(cfg.Matcher.Rules))
+	a.enf.SetRules(rulePolicies(cfg.Matcher))
+	a.cfg.Store(&cfg)
+	a.log.Info("config reloaded", "path", a.path, "rules", len(cfg.Matcher.Rules))
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"net"
 	"os"
@@ -179,6 +180,30 @@ func (l *lab) syn(src, dst string) (synResult, error) {
 	return res, err
 }
 
+// gwHTTP fetches path from wormgate's status server inside the gateway
+// namespace (the dial happens on the locked thread, so in the namespace).
+func (l *lab) gwHTTP(t *testing.T, path string) string {
+	t.Helper()
+	var body []byte
+	err := inNS(l.ns["gw"], func() error {
+		c, err := net.DialTimeout("tcp", "127.0.0.1:9514", 2*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := fmt.Fprintf(c, "GET %s HTTP/1.0\r\n\r\n", path); err != nil {
+			return err
+		}
+		body, err = io.ReadAll(c)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("GET %s in the gateway namespace: %v", path, err)
+	}
+	return string(body)
+}
+
 // kernelHas reports whether addr is in the gateway's blocked sets, read
 // with nft, independently of wormgate.
 func (l *lab) kernelHas(t *testing.T, addr string) bool {
@@ -332,6 +357,22 @@ func TestOutbreak(t *testing.T) {
 	t.Run("worm blocked within 1s ipv6", func(t *testing.T) {
 		d := l.outbreak(t, "2001:db8:66::66", mx6)
 		t.Logf("seconds-to-block ipv6: %.3f", d.Seconds())
+	})
+	t.Run("kernel drops are counted in /metrics", func(t *testing.T) {
+		// The worms' SYNs above were dropped by wormgate's chain; the rule
+		// counters reach Prometheus.
+		body := l.gwHTTP(t, "/metrics")
+		var packets float64
+		for line := range strings.Lines(body) {
+			if v, ok := strings.CutPrefix(line, "wormgate_kernel_dropped_packets_total "); ok {
+				if _, err := fmt.Sscan(v, &packets); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if packets < 2 {
+			t.Errorf("wormgate_kernel_dropped_packets_total = %v, want at least the 2 dropped SYNs", packets)
+		}
 	})
 	t.Run("clean client delivers through the gateway", func(t *testing.T) {
 		for _, server := range []string{mx4, "[" + mx6 + "]"} {
