@@ -2,7 +2,7 @@
 # The 2003 outbreak replayed with the real programs, in four network
 # namespaces and documentation addresses only:
 #
-#   worm   203.0.113.66-71/24  2001:db8:66::66/64  --uplink 1--+
+#   worm   203.0.113.66-71,80-85  2001:db8:66::66,80  --uplink 1--+
 #                                                              gw --- mx
 #   clean  198.51.100.7/24     2001:db8:77::7/64   --uplink 2--+
 #
@@ -110,7 +110,7 @@ wormgate_stop() {
 
 mx_start() {
 	local d=$dir/mx
-	mkdir -p "$d/postfix" "$d/spool" "$d/data" "$d/rsyslog" "$d/dev"
+	mkdir -p "$d/postfix" "$d/spool" "$d/data" "$d/rsyslog" "$d/dev" "$d/sasl"
 	chown postfix "$d/data"
 	cp "$deploy/header_checks" "$deploy/body_checks" "$d/"
 	chmod 644 "$d/header_checks" "$d/body_checks"
@@ -139,6 +139,19 @@ biff = no
 smtputf8_enable = no
 header_checks = regexp:$d/header_checks
 body_checks = regexp:$d/body_checks
+# SMTP AUTH on, as on most MX hosts that also take submissions: smtpd then
+# accepts (and logs as sasl_sender=) the MAIL FROM AUTH= parameter of
+# unauthenticated clients too, which the trust tests aim at wormgate.
+smtpd_sasl_auth_enable = yes
+smtpd_sasl_type = cyrus
+smtpd_sasl_path = smtpd
+cyrus_sasl_config_path = $d/sasl
+EOF
+	cat >"$d/sasl/smtpd.conf" <<EOF
+pwcheck_method: auxprop
+auxprop_plugin: sasldb
+sasldb_path: $d/sasl/sasldb2
+mech_list: PLAIN LOGIN
 EOF
 	cat >"$d/postfix/master.cf" <<'EOF'
 # service type  private unpriv  chroot  wakeup  maxproc command
@@ -245,6 +258,9 @@ EOF
 	addr "$NS_GW" in0 192.0.2.1/24 2001:db8:25::1/64
 	addr "$NS_WORM" eth0 203.0.113.66/24 203.0.113.67/24 203.0.113.68/24 203.0.113.69/24 \
 		203.0.113.70/24 203.0.113.71/24 2001:db8:66::66/64
+	# More worms for the MAIL FROM AUTH= injection scenarios.
+	addr "$NS_WORM" eth0 203.0.113.80/24 203.0.113.81/24 203.0.113.82/24 203.0.113.83/24 \
+		203.0.113.84/24 203.0.113.85/24 2001:db8:66::80/64
 	addr "$NS_CLEAN" eth0 198.51.100.7/24 2001:db8:77::7/64
 	addr "$NS_MX" eth0 192.0.2.25/24 2001:db8:25::25/64
 	local gw4 gw6

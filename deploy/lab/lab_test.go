@@ -180,6 +180,72 @@ func (l *lab) syn(src, dst string) (synResult, error) {
 	return res, err
 }
 
+// smtpAuthParam speaks SMTP from src to server:25 by hand (swaks has no
+// way to add a MAIL FROM parameter): a worm mail whose MAIL FROM carries
+// AUTH=auth. It returns Postfix's reply to the end of DATA.
+func (l *lab) smtpAuthParam(t *testing.T, src, server, auth string) string {
+	t.Helper()
+	var final string
+	err := inNS(l.ns["worm"], func() error {
+		d := net.Dialer{Timeout: 2 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+		c, err := d.Dial("tcp", net.JoinHostPort(server, "25"))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		r := bufio.NewReader(c)
+		// reply reads one (possibly multi-line) reply and checks its code.
+		reply := func(code string) (string, error) {
+			var last string
+			for {
+				line, err := r.ReadString('\n')
+				if err != nil {
+					return "", fmt.Errorf("waiting for %s: %w", code, err)
+				}
+				last = strings.TrimRight(line, "\r\n")
+				if len(last) < 4 || last[3] != '-' {
+					break
+				}
+			}
+			if !strings.HasPrefix(last, code) {
+				return last, fmt.Errorf("want %s, got %q", code, last)
+			}
+			return last, nil
+		}
+		steps := []struct{ send, want string }{
+			{"", "220"},
+			{"EHLO vm", "250"},
+			{"MAIL FROM:<a@worm.example> AUTH=" + auth, "250"},
+			{"RCPT TO:<postmaster@mx.example.test>", "250"},
+			{"DATA", "354"},
+		}
+		for _, st := range steps {
+			if st.send != "" {
+				if _, err := fmt.Fprintf(c, "%s\r\n", st.send); err != nil {
+					return err
+				}
+			}
+			if _, err := reply(st.want); err != nil {
+				return fmt.Errorf("after %q: %w", st.send, err)
+			}
+		}
+		if _, err := fmt.Fprint(c, "From: a@worm.example\r\nSubject: Re: Details\r\n\r\nhello\r\n.\r\n"); err != nil {
+			return err
+		}
+		// The ban may drop this very connection after the reject: no QUIT.
+		final, err = reply("550")
+		if err != nil && final == "" {
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("SMTP from %s: %v", src, err)
+	}
+	return final
+}
+
 // gwHTTP fetches path from wormgate's status server inside the gateway
 // namespace (the dial happens on the locked thread, so in the namespace).
 func (l *lab) gwHTTP(t *testing.T, path string) string {
@@ -416,6 +482,40 @@ func TestOutbreak(t *testing.T) {
 		for _, a := range l.kernel(t) {
 			if strings.HasPrefix(a, "192.0.2.") {
 				t.Errorf("decoy %s banned", a)
+			}
+		}
+	})
+	t.Run("MAIL FROM AUTH= injections", func(t *testing.T) {
+		// An unauthenticated client's AUTH= value is logged by smtpd as
+		// sasl_sender= after the client's own address: each worm tries to
+		// move its ban onto another address or to hide behind one.
+		long := strings.Repeat("a, b", 150)
+		injected := []string{"203.0.113.99", "192.0.2.1", "192.0.2.5", "192.0.2.6", "2001:db8:99::1"}
+		for _, tc := range []struct{ name, src, auth string }{
+			{"move the ban", "203.0.113.80", `", orig_client="x[203.0.113.99]`},
+			{"evade", "203.0.113.81", `"a, orig_client=x[192.0.2.1]"`},
+			{"orig_queue_id and IPv6", "203.0.113.82", `"x, orig_queue_id=ABCDEF1234, orig_client=unknown[2001:db8:99::1]"`},
+			{"brackets", "203.0.113.83", `"]]] [192.0.2.5]]"`},
+			{"long value", "203.0.113.84", `"` + long + `, orig_client=x[192.0.2.6]"`},
+			{"IPv6 worm", "2001:db8:66::80", `", orig_client="x[203.0.113.99]`},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				server := mx4
+				if strings.Contains(tc.src, ":") {
+					server = mx6
+				}
+				sent := time.Now()
+				reply := l.smtpAuthParam(t, tc.src, server, tc.auth)
+				if !strings.HasPrefix(reply, "550 5.7.1 Rejected, probably sent by a W32.HLLW.Mankx virus") {
+					t.Fatalf("worm mail from %s: end of data got %q, want the header_checks reject", tc.src, reply)
+				}
+				l.waitLog(t, "mx/all.log", sent.Add(-time.Second), 2*time.Second, "client=unknown["+tc.src+"], sasl_sender=")
+				l.waitKernel(t, tc.src, 3*time.Second)
+			})
+		}
+		for _, a := range injected {
+			if l.kernelHas(t, a) {
+				t.Errorf("injected address %s banned", a)
 			}
 		}
 	})
