@@ -19,6 +19,13 @@ type Config struct {
 	TLSListen   []string `yaml:"tls_listen"`
 	TLSCertFile string   `yaml:"tls_cert_file"`
 	TLSKeyFile  string   `yaml:"tls_key_file"`
+	// TLSClientCAFile, when set, makes TLS mutual (RFC 5425): a sender
+	// must present a certificate issued by one of these CAs (PEM).
+	TLSClientCAFile string `yaml:"tls_client_ca_file"`
+	// TLSPermittedPeers, when set, are the only names a client
+	// certificate may carry (DNS SANs, else the CN), with rsyslog's
+	// x509/name wildcards: "*.example.net", "mx*.example.net".
+	TLSPermittedPeers []string `yaml:"tls_permitted_peers"`
 	// AllowedSenders lists the prefixes syslog is accepted from. Anything
 	// else is dropped unparsed: a gateway must never let the Internet ban
 	// addresses by sending it a datagram.
@@ -102,6 +109,14 @@ func (c Config) Validate() error {
 		}
 		if c.TLSKeyFile == "" {
 			return bad("tls_key_file", "required when tls_listen is set")
+		}
+	}
+	if len(c.TLSPermittedPeers) > 0 && c.TLSClientCAFile == "" {
+		return bad("tls_permitted_peers", "needs tls_client_ca_file: names are checked only on verified client certificates")
+	}
+	for i, p := range c.TLSPermittedPeers {
+		if p == "" || strings.ContainsAny(p, " \t/") {
+			return bad(fmt.Sprintf("tls_permitted_peers[%d]", i), "%q is not a host name pattern", p)
 		}
 	}
 	listening := len(c.UDPListen)+len(c.TCPListen)+len(c.TLSListen) > 0

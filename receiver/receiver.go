@@ -49,6 +49,7 @@ type Receiver struct {
 	out     chan<- syslog.Message
 	log     *slog.Logger
 	m       *metrics
+	tlsSrv  *tlsServer
 	tlsConf *tls.Config
 	allowed []netip.Prefix
 	loc     *time.Location
@@ -94,11 +95,14 @@ func New(cfg Config, out chan<- syslog.Message, log *slog.Logger, reg prometheus
 		r.allowed = append(r.allowed, p.Masked())
 	}
 	if len(cfg.TLSListen) > 0 {
-		cert, err := tls.LoadX509KeyPair(cfg.TLSCertFile, cfg.TLSKeyFile)
+		srv, err := newTLSServer(cfg)
 		if err != nil {
-			return nil, fmt.Errorf("receiver.tls_cert_file: load key pair: %w", err)
+			return nil, err
 		}
-		r.tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		r.tlsSrv, r.tlsConf = srv, srv.config()
+		if cfg.TLSClientCAFile == "" {
+			log.Warn("syslog over TLS without client authentication: set receiver.tls_client_ca_file so that only your MX hosts' certificates are accepted")
+		}
 	}
 	m, err := newMetrics(reg)
 	if err != nil {

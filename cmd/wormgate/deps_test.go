@@ -105,6 +105,7 @@ func TestForbiddenMatchesItsOwnExamples(t *testing.T) {
 var testOnly = []string{
 	module + "/receiver/syslog/syslogtest",
 	module + "/enforcer/nft/nftest",
+	module + "/receiver/tlstest",
 }
 
 func TestTestHelpersOnlyInTests(t *testing.T) {
