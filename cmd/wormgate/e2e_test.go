@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/wormgate/wormgate/receiver/syslog/syslogtest"
 
 	"github.com/wormgate/wormgate/enforcer/nft/nftest"
@@ -303,6 +304,10 @@ func TestServeEndToEnd(t *testing.T) {
 		gw, []netip.Prefix{netip.MustParsePrefix("192.0.2.1/24"), netip.MustParsePrefix("2001:db8::1/64")},
 		outside, []netip.Prefix{netip.MustParsePrefix("192.0.2.66/24"), netip.MustParsePrefix("2001:db8::66/64")})
 
+	// The gateway's own firewall, which wormgate must never touch.
+	gw.Run(t, "nft", foreignRuleset)
+	foreignBefore := foreignTables(t, gw)
+
 	// The embedded default (syslog on :514, HTTP on 127.0.0.1:9514) with
 	// the record in a temporary directory instead of the host's /var/lib.
 	cfg := stateDirConfig(t)
@@ -431,6 +436,51 @@ func TestServeEndToEnd(t *testing.T) {
 		}
 		_ = d2
 	})
+	t.Run("other tables unchanged", func(t *testing.T) {
+		if diff := cmp.Diff(foreignBefore, foreignTables(t, gw)); diff != "" {
+			t.Errorf("tables other than inet wormgate changed (-before +after):\n%s", diff)
+		}
+	})
+}
+
+// foreignRuleset is an operator's own firewall: filter and NAT tables in
+// several families, with sets, maps and counters.
+const foreignRuleset = `
+table inet filter {
+	set trusted { type ipv4_addr; elements = { 198.51.100.1, 198.51.100.2 } }
+	chain input {
+		type filter hook input priority filter; policy accept;
+		ip saddr @trusted accept
+		tcp dport 22 accept
+	}
+	chain forward { type filter hook forward priority filter; policy accept; }
+}
+table ip nat {
+	chain postrouting {
+		type nat hook postrouting priority srcnat; policy accept;
+		oifname "wan0" masquerade
+	}
+}
+table ip6 raw6 {
+	chain prerouting { type filter hook prerouting priority raw; policy accept; }
+}
+`
+
+// foreignTables lists every table but wormgate's, as nft prints them.
+func foreignTables(t *testing.T, ns *nftest.NS) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for line := range strings.Lines(ns.Run(t, "nft", "list", "tables")) {
+		f := strings.Fields(line)
+		if len(f) != 3 || f[0] != "table" || (f[1] == "inet" && f[2] == "wormgate") {
+			continue
+		}
+		out[f[1]+" "+f[2]] = ns.Run(t, "nft", "list", "table", f[1], f[2])
+	}
+	if len(out) != 3 {
+		t.Fatalf("foreign tables = %v, want the 3 of foreignRuleset", out)
+	}
+	return out
 }
 
 func cmpStrings(a, b []string) string {
