@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/wormgate/wormgate/receiver/syslog"
 )
 
 // decoys are the addresses an attacker plants in the fields it controls;
@@ -147,5 +148,39 @@ func TestReinjectionSourceConfig(t *testing.T) {
 	offs = m.Match(offs, msgAt(cleanup, decoyReject("E5221B81BD", "filter.example.test[198.51.100.30]")))
 	if len(offs) != 1 || offs[0].Addr != netip.MustParseAddr("203.0.113.67") {
 		t.Fatalf("offenses = %+v, want one for the original client 203.0.113.67", offs)
+	}
+}
+
+// TestQueueKeyedBySender: a reject is attributed only through a client=
+// record of the same syslog sender, whatever HOSTNAME either wrote: a
+// forged name, the same name, or none at all.
+func TestQueueKeyedBySender(t *testing.T) {
+	mx1 := netip.MustParseAddr("198.51.100.25")
+	mx2 := netip.MustParseAddr("198.51.100.26")
+	from := func(peer netip.Addr, host, program, text string) syslog.Message {
+		m := msgAt(program, text)
+		m.Peer, m.Host = peer, host
+		return m
+	}
+	tests := []struct {
+		name           string
+		clientFrom     syslog.Message
+		rejectFrom     syslog.Message
+		wantAttributed bool
+	}{
+		{"same sender", from(mx1, "mx1", smtpd, "E5221B81BD: client=unknown[203.0.113.67]"), from(mx1, "mx1", cleanup, decoyReject("E5221B81BD", "unknown[203.0.113.67]")), true},
+		{"other sender forging the name", from(mx1, "mx1", smtpd, "E5221B81BD: client=unknown[203.0.113.67]"), from(mx2, "mx1", cleanup, decoyReject("E5221B81BD", "unknown[203.0.113.67]")), false},
+		{"no names, other sender", from(mx1, "", smtpd, "E5221B81BD: client=unknown[203.0.113.67]"), from(mx2, "", cleanup, decoyReject("E5221B81BD", "unknown[203.0.113.67]")), false},
+		{"same sender, other name", from(mx1, "mx1", smtpd, "E5221B81BD: client=unknown[203.0.113.67]"), from(mx1, "mx2", cleanup, decoyReject("E5221B81BD", "unknown[203.0.113.67]")), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := newMatcher(t, testConfig())
+			offs := m.Match(nil, tt.clientFrom)
+			offs = m.Match(offs, tt.rejectFrom)
+			if got := len(offs) == 1; got != tt.wantAttributed {
+				t.Errorf("attributed = %v (%+v), want %v", got, offs, tt.wantAttributed)
+			}
+		})
 	}
 }

@@ -31,9 +31,15 @@ const (
 
 // queueKey identifies one message: queue IDs are unique only within one
 // Postfix instance (its own queue directory) on one host, and short IDs
-// are reused as soon as the queue file is gone.
+// are reused as soon as the queue file is gone. The host is the syslog
+// sender's address (what the network says, invalid for a file) together
+// with the HOSTNAME it wrote (what a file says), so that one MX can never
+// stand in for another by writing its name, and MX hosts that send no
+// name, or the same one, never share a key.
 type queueKey struct {
-	host, instance, qid string
+	peer           netip.Addr
+	host, instance string
+	qid            string
 }
 
 // ruleSet is one immutable generation of rules, swapped whole on reload.
@@ -184,12 +190,12 @@ func (m *Matcher) Match(dst []Offense, msg syslog.Message) []Offense {
 	case "qmqpd":
 		if qid, rest, ok := cutQueueID(msg.Text); ok {
 			if c, ok := strings.CutPrefix(rest, "client="); ok {
-				m.remember(msg.Host, instance, qid, c)
+				m.remember(msg.Peer, msg.Host, instance, qid, c)
 			}
 		}
 	case "qmgr":
 		if qid, rest, ok := cutQueueID(msg.Text); ok && rest == "removed" {
-			m.forget(queueKey{msg.Host, instance, qid})
+			m.forget(queueKey{msg.Peer, msg.Host, instance, qid})
 		}
 	}
 	return dst
@@ -215,7 +221,7 @@ func (m *Matcher) matchSMTPD(dst []Offense, msg syslog.Message, instance string)
 	} else if q, r, ok := cutQueueID(text); ok {
 		qid, rest = q, r
 		if c, ok := strings.CutPrefix(rest, "client="); ok {
-			m.remember(msg.Host, instance, qid, c)
+			m.remember(msg.Peer, msg.Host, instance, qid, c)
 			return dst
 		}
 	} else {
@@ -259,7 +265,7 @@ func (m *Matcher) matchCleanup(dst []Offense, msg syslog.Message, instance strin
 	}
 	// The address comes only from the client= record: the cleanup line
 	// itself is attacker-written on both sides of the real address.
-	key := queueKey{msg.Host, instance, qid}
+	key := queueKey{msg.Peer, msg.Host, instance, qid}
 	addr, _ := m.queue.Get(key)
 	dst = m.evaluate(dst, ki, msg, qid, addr)
 	if ends {
@@ -314,8 +320,8 @@ func (m *Matcher) evaluate(dst []Offense, ki int, msg syslog.Message, qid string
 // usable address still clears an older one for the same (reused) queue ID,
 // so that a later event is unattributed rather than blamed on the
 // previous holder of the ID.
-func (m *Matcher) remember(host, instance, qid, record string) {
-	key := queueKey{m.internString(host), m.internString(instance), strings.Clone(qid)}
+func (m *Matcher) remember(peer netip.Addr, host, instance, qid, record string) {
+	key := queueKey{peer, m.internString(host), m.internString(instance), strings.Clone(qid)}
 	addr, status := parseClient(record, m.isReinjector)
 	if status != clientOK {
 		if status == clientAmbiguous {

@@ -146,8 +146,9 @@ func (a *app) newMatcher(cfg Config) error {
 	return nil
 }
 
-// newEnforcer builds the enforcer; the gateway's own addresses are
-// never-block from the start, the syslog senders as they are seen.
+// newEnforcer builds the enforcer; the gateway's own addresses and the
+// single-host allowed senders are never-block from the start, every other
+// syslog sender as soon as it is seen.
 func (a *app) newEnforcer(cfg Config) error {
 	var opts []enforcer.Option
 	if a.store != nil {
@@ -158,6 +159,7 @@ func (a *app) newEnforcer(cfg Config) error {
 		return err
 	}
 	enf.AddNeverBlock(ownPrefixes(a.log)...)
+	enf.AddNeverBlock(singleHosts(cfg.Receiver.AllowedSenders)...)
 	a.enf = enf
 	a.guard = &senderGuard{enf: enf, seen: make(map[netip.Addr]struct{}), log: a.log}
 	return nil
@@ -267,6 +269,19 @@ func (a *app) reloadOnHUP(ctx context.Context) error {
 			a.reload()
 		}
 	}
+}
+
+// singleHosts are the allowed syslog senders named one by one: the MX
+// hosts. They are never banned from the start, before they have sent a
+// line, since another MX may log one of them as a client first.
+func singleHosts(prefixes []netip.Prefix) []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range prefixes {
+		if p.IsSingleIP() {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // ownPrefixes are the gateway's own addresses: never banned whatever the
