@@ -269,6 +269,8 @@ func TestParseAllocs(t *testing.T) {
 		"2026-11-26T18:19:13.799660+00:00 vm postfix/cleanup[5325]: " + cleanupText,
 		"2026-11-26T18:19:13.799660+01:00 vm postfix/cleanup[5325]: " + cleanupText,
 		"<22>Nov 26 18:19:13 vm postfix/cleanup[5325]: " + cleanupText,
+		"<22>1 2026-11-26T18:19:13.799660+00:00 mx1 postfix/cleanup 5325 - - " + cleanupText,
+		`<22>1 2026-11-26T18:19:13.799660+01:00 mx1 postfix/cleanup 5325 - [origin ip="192.0.2.25"][x@1 a="b\"c"]  ` + cleanupText,
 	} {
 		b := []byte(line)
 		if n := testing.AllocsPerRun(100, func() { _, _ = Parse(b, testRef, time.UTC) }); n > 1 {
@@ -282,6 +284,7 @@ func BenchmarkParse(b *testing.B) {
 		{"file-rfc3339", "2026-11-26T18:19:13.799660+00:00 vm postfix/cleanup[5325]: " + cleanupText},
 		{"wire-rfc3164", "<22>Nov 26 18:19:13 vm postfix/cleanup[5325]: " + cleanupText},
 		{"wire-rfc5424", "<22>1 2026-11-26T18:19:13.799660+00:00 mx1 postfix/cleanup 5325 - - " + cleanupText},
+		{"wire-rfc5424-sd", `<22>1 2026-11-26T18:19:13.799660+00:00 mx1 postfix/cleanup 5325 - [origin ip="192.0.2.25" software="rsyslogd"] ` + cleanupText},
 	} {
 		line := []byte(bc.line)
 		b.Run(bc.name, func(b *testing.B) {
