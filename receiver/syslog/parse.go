@@ -214,45 +214,62 @@ func atoiPID(s string) int {
 	return v
 }
 
-// parse3164 reads "Mmm dd hh:mm:ss" (day space-padded or two digits).
+// parse3164 reads an RFC 3164 timestamp, "Mmm dd hh:mm:ss", as senders
+// really write it: the day space-padded ("Aug  3"), zero-padded ("Aug 03")
+// or not padded at all ("Aug 3"), any run of spaces between the parts, and
+// optionally a year before the time ("Aug  3 2026 15:30:49", as some
+// devices and syslog-ng templates write). Without a year, the year is the
+// one that puts the time nearest ref. It returns the time and the bytes
+// read.
 func parse3164(b []byte, ref time.Time, loc *time.Location) (time.Time, int, error) {
-	const n = len("Mmm dd hh:mm:ss")
-	if len(b) < n || b[3] != ' ' || b[6] != ' ' || b[9] != ':' || b[12] != ':' {
+	if len(b) < len("Mmm d hh:mm:ss") {
 		return time.Time{}, 0, ErrTimestamp
 	}
 	mon := month(b[0], b[1], b[2])
-	if mon == 0 {
+	if mon == 0 || b[3] != ' ' {
 		return time.Time{}, 0, ErrTimestamp
 	}
-	var day int
-	switch {
-	case b[4] == ' ' && isDigit(b[5]):
-		day = int(b[5] - '0')
-	case isDigit(b[4]) && isDigit(b[5]):
-		day = int(b[4]-'0')*10 + int(b[5]-'0')
-	default:
+	i := skipSpaces(b, 3)
+	day, i, ok := number(b, i, 2)
+	if !ok || i >= len(b) || b[i] != ' ' {
 		return time.Time{}, 0, ErrTimestamp
 	}
-	hh, ok1 := two(b[7], b[8])
-	mm, ok2 := two(b[10], b[11])
-	ss, ok3 := two(b[13], b[14])
+	i = skipSpaces(b, i)
+	year := 0
+	if y, j, ok := number(b, i, 4); ok && j-i == 4 && j < len(b) && b[j] == ' ' {
+		year = y
+		i = skipSpaces(b, j)
+	}
+	if len(b) < i+8 || b[i+2] != ':' || b[i+5] != ':' {
+		return time.Time{}, 0, ErrTimestamp
+	}
+	hh, ok1 := two(b[i], b[i+1])
+	mm, ok2 := two(b[i+3], b[i+4])
+	ss, ok3 := two(b[i+6], b[i+7])
 	if !ok1 || !ok2 || !ok3 || day < 1 || day > 31 || hh > 23 || mm > 59 || ss > 60 {
 		return time.Time{}, 0, ErrTimestamp
 	}
+	n := i + 8
 	if loc == nil {
 		loc = time.Local
 	}
-	// The year nearest ref: a "Dec 31" line read on Jan 1 is last year's,
-	// a "Jan 1" line stamped by a sender whose clock runs ahead is next year's.
-	year := ref.In(loc).Year()
-	t := time.Date(year, mon, day, hh, mm, ss, 0, loc)
-	if d := t.Sub(ref); d > halfYear {
-		year--
-	} else if d < -halfYear {
-		year++
+	explicit := year != 0
+	if !explicit {
+		year = ref.In(loc).Year()
 	}
-	if year != t.Year() {
-		t = time.Date(year, mon, day, hh, mm, ss, 0, loc)
+	t := time.Date(year, mon, day, hh, mm, ss, 0, loc)
+	if !explicit {
+		// The year nearest ref: a "Dec 31" line read on Jan 1 is last
+		// year's, a "Jan 1" line stamped by a sender whose clock runs
+		// ahead is next year's.
+		if d := t.Sub(ref); d > halfYear {
+			year--
+		} else if d < -halfYear {
+			year++
+		}
+		if year != t.Year() {
+			t = time.Date(year, mon, day, hh, mm, ss, 0, loc)
+		}
 	}
 	// time.Date normalises Feb 30 to Mar 2; such a line is not a date.
 	// ss == 60 (leap second) legitimately rolls over and is allowed.
@@ -260,6 +277,23 @@ func parse3164(b []byte, ref time.Time, loc *time.Location) (time.Time, int, err
 		return time.Time{}, 0, ErrTimestamp
 	}
 	return t, n, nil
+}
+
+func skipSpaces(b []byte, i int) int {
+	for i < len(b) && b[i] == ' ' {
+		i++
+	}
+	return i
+}
+
+// number reads 1 to max decimal digits at b[i:].
+func number(b []byte, i, max int) (v, end int, ok bool) {
+	j := i
+	for j < len(b) && j-i < max && isDigit(b[j]) {
+		v = v*10 + int(b[j]-'0')
+		j++
+	}
+	return v, j, j > i && (j == len(b) || !isDigit(b[j]))
 }
 
 func month(a, b, c byte) time.Month {
