@@ -99,7 +99,6 @@ func New(cfg Config) (*Matcher, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("matcher: %w", err)
 	}
-	cfg = cfg.WithDefaults()
 	m := &Matcher{intern: make(map[string]string), reinjection: slices.Clone(cfg.ReinjectionSources)}
 	q, err := simplelru.NewLRU[queueKey, netip.Addr](cfg.QueueTableSize, nil)
 	if err != nil {
@@ -121,14 +120,13 @@ func (m *Matcher) SetRules(rules []Rule) error {
 	return nil
 }
 
-// Rules returns the rules in force, with defaults applied; the enforcer
-// looks up a rule's policy here by Offense.Rule.
+// Rules returns the rules in force.
 func (m *Matcher) Rules() []Rule {
-	return rulesWithDefaults(m.rules.Load().rules)
+	return cloneRules(m.rules.Load().rules)
 }
 
 func compileRules(rules []Rule) *ruleSet {
-	rs := &ruleSet{rules: rulesWithDefaults(rules)}
+	rs := &ruleSet{rules: cloneRules(rules)}
 	for i := range rs.rules {
 		r := &rs.rules[i]
 		if len(r.Kinds) == 0 {

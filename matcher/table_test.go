@@ -74,7 +74,7 @@ func TestSetRules(t *testing.T) {
 		t.Fatalf("rules after a failed reload: %d, want the 2 defaults", len(got))
 	}
 
-	rules := append(contentRules(), Rule{Name: "relay", Kinds: []Kind{KindSMTPDReject}, Pattern: MustRegexp(`Relay access denied`)})
+	rules := completeRules(append(contentRules(), Rule{Name: "relay", Kinds: []Kind{KindSMTPDReject}, Pattern: MustRegexp(`Relay access denied`)}))
 	if err := m.SetRules(rules); err != nil {
 		t.Fatal(err)
 	}
@@ -85,8 +85,8 @@ func TestSetRules(t *testing.T) {
 	if len(got) != 1 || got[0].Addr != netip.MustParseAddr("203.0.113.66") {
 		t.Errorf("client record lost in reload: %+v", got)
 	}
-	if r := m.Rules()[2]; r.Threshold != 1 || r.Window != DefaultWindow {
-		t.Errorf("Rules() did not apply defaults: %+v", r)
+	if r := m.Rules()[2]; r.Name != "relay" {
+		t.Errorf("Rules()[2] = %+v, want the relay rule", r)
 	}
 }
 
