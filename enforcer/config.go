@@ -6,10 +6,8 @@ import (
 	"path/filepath"
 
 	"github.com/wormgate/wormgate/enforcer/policy"
+	"github.com/wormgate/wormgate/receiver/configerr"
 )
-
-// ErrInvalidConfig marks every configuration error of this package.
-var ErrInvalidConfig = errors.New("invalid config")
 
 // Config is the enforcer's part of the YAML configuration.
 type Config struct {
@@ -41,7 +39,7 @@ type NFTablesConfig struct {
 	Table string `yaml:"table"`
 	// Ports are the TCP destination ports dropped for blocked addresses;
 	// empty drops all traffic from a blocked address.
-	Ports []uint16 `yaml:"ports"`
+	Ports []uint16 `yaml:"ports" desc:"a port (1-65535)"`
 }
 
 // DefaultConfig returns the enforcer's defaults.
@@ -58,32 +56,40 @@ func DefaultConfig() Config {
 	}
 }
 
-// Validate reports the first invalid field, named as in the YAML file.
+// Validate reports every problem, each a *configerr.FieldError whose path
+// is relative to the enforcer section ("nftables.ports[0]").
 func (c Config) Validate() error {
-	if err := c.Config.Validate(); err != nil {
-		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	errs := []error{c.Config.Validate()}
+	bad := func(path string, kind error, format string, args ...any) {
+		errs = append(errs, configerr.New(path, kind, format, args...))
 	}
 	if c.MaxActiveBans < 1 {
-		return fmt.Errorf("%w: enforcer.max_active_bans: must be at least 1, got %d", ErrInvalidConfig, c.MaxActiveBans)
+		bad("max_active_bans", configerr.ErrOutOfRange, "%d is out of range (at least 1)", c.MaxActiveBans)
 	}
 	if c.MaxNewBansPerSecond < 1 {
-		return fmt.Errorf("%w: enforcer.max_new_bans_per_second: must be at least 1, got %d", ErrInvalidConfig, c.MaxNewBansPerSecond)
+		bad("max_new_bans_per_second", configerr.ErrOutOfRange, "%d is out of range (at least 1)", c.MaxNewBansPerSecond)
 	}
 	if c.StateDir != "" && !filepath.IsAbs(c.StateDir) {
-		return fmt.Errorf("%w: enforcer.state_dir: must be an absolute path, got %q", ErrInvalidConfig, c.StateDir)
+		bad("state_dir", configerr.ErrInvalid, "%q is not an absolute path", c.StateDir)
 	}
-	if c.NFTables.Table == "" || len(c.NFTables.Table) > 255 {
-		return fmt.Errorf("%w: enforcer.nftables.table: must be 1 to 255 characters", ErrInvalidConfig)
+	switch {
+	case c.NFTables.Table == "":
+		bad("nftables.table", configerr.ErrRequired, "required")
+	case len(c.NFTables.Table) > 255:
+		bad("nftables.table", configerr.ErrOutOfRange, "longer than 255 bytes")
 	}
-	seen := make(map[uint16]bool, len(c.NFTables.Ports))
+	seen := make(map[uint16]int, len(c.NFTables.Ports))
 	for i, p := range c.NFTables.Ports {
+		path := fmt.Sprintf("nftables.ports[%d]", i)
 		if p == 0 {
-			return fmt.Errorf("%w: enforcer.nftables.ports[%d]: port 0 is not a port", ErrInvalidConfig, i)
+			bad(path, configerr.ErrOutOfRange, "0 is not a port (1-65535)")
+			continue
 		}
-		if seen[p] {
-			return fmt.Errorf("%w: enforcer.nftables.ports[%d]: duplicate port %d", ErrInvalidConfig, i, p)
+		if j, dup := seen[p]; dup {
+			bad(path, configerr.ErrDuplicate, "%d is also ports[%d]", p, j)
+			continue
 		}
-		seen[p] = true
+		seen[p] = i
 	}
-	return nil
+	return errors.Join(errs...)
 }

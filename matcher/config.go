@@ -4,26 +4,20 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
+
+	"github.com/wormgate/wormgate/receiver/configerr"
 )
 
-// Defaults applied to zero fields by Config.WithDefaults.
+// Defaults for what a configuration leaves out: DefaultQueueTableSize is
+// in DefaultConfig, and a rule that names no threshold or window gets
+// DefaultThreshold and DefaultWindow from Rule.SetDefaults.
 const (
 	DefaultThreshold      = 1
 	DefaultWindow         = time.Hour
 	DefaultQueueTableSize = 100000
-)
-
-// Sentinel errors wrapped by Validate; each error also names its field,
-// e.g. "matcher.rules[2].pattern: required".
-var (
-	ErrRequired    = errors.New("required")
-	ErrBadName     = errors.New("invalid rule name")
-	ErrDuplicate   = errors.New("duplicate rule name")
-	ErrUnknownKind = errors.New("unknown kind")
-	ErrOutOfRange  = errors.New("out of range")
-	ErrBadHost     = errors.New("invalid host name")
 )
 
 // Rule selects events and names the policy the enforcer applies to the
@@ -52,9 +46,10 @@ type Rule struct {
 	// address is the client's own, so its text can only implicate itself.
 	Pattern Regexp `yaml:"pattern"`
 	// Threshold is how many offenses by one address within Window lead to a
-	// ban; 0 means 1.
+	// ban, at least 1 (DefaultThreshold when the file leaves it out).
 	Threshold int `yaml:"threshold"`
-	// Window is the period over which Threshold is counted; 0 means 1h.
+	// Window is the period over which Threshold is counted, at least 1s
+	// (DefaultWindow when the file leaves it out).
 	Window time.Duration `yaml:"window"`
 	// BanFor is how long a ban lasts; 0 means the enforcer's default.
 	BanFor time.Duration `yaml:"ban_for"`
@@ -70,7 +65,7 @@ type Config struct {
 	Rules []Rule `yaml:"rules"`
 	// QueueTableSize bounds how many (host, queue ID) -> client records are
 	// remembered until their message is rejected or removed; the least
-	// recently used record goes first. 0 means 100000, which covers the
+	// recently used record goes first. The default, 100000, covers the
 	// messages in flight on a busy site several times over.
 	QueueTableSize int `yaml:"queue_table_size"`
 	// ReinjectionSources are the content filters (amavis, a milter-less
@@ -183,87 +178,92 @@ func DefaultReinjectionSources() []netip.Prefix {
 	return []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
 }
 
-// WithDefaults returns a copy of c with zero fields set to their defaults
-// (threshold 1, window 1h, queue table size 100000). The rules slice is
-// copied; the compiled expressions are shared, as they are immutable.
-func (c Config) WithDefaults() Config {
-	if c.QueueTableSize == 0 {
-		c.QueueTableSize = DefaultQueueTableSize
-	}
-	c.Rules = rulesWithDefaults(c.Rules)
-	return c
+// SetDefaults sets r to what a rule in the file starts from, before the
+// file's keys are decoded over it: the configuration loader calls it for
+// every rule, and it is the only place that fills in a rule's defaults.
+// The matcher and the enforcer get complete rules and fill in nothing.
+func (r *Rule) SetDefaults() {
+	*r = Rule{Threshold: DefaultThreshold, Window: DefaultWindow}
 }
 
-func rulesWithDefaults(rules []Rule) []Rule {
+// cloneRules copies rules deeply enough that the caller's later changes to
+// its slices cannot reach the matcher; the compiled expressions are
+// shared, as they are immutable.
+func cloneRules(rules []Rule) []Rule {
 	out := make([]Rule, len(rules))
 	for i, r := range rules {
-		if r.Threshold == 0 {
-			r.Threshold = DefaultThreshold
-		}
-		if r.Window == 0 {
-			r.Window = DefaultWindow
-		}
-		r.Kinds = append([]Kind(nil), r.Kinds...)
-		r.Hosts = append([]string(nil), r.Hosts...)
+		r.Kinds = slices.Clone(r.Kinds)
+		r.Hosts = slices.Clone(r.Hosts)
 		out[i] = r
 	}
 	return out
 }
 
-// Validate reports every problem in c, each naming its field. Zero
-// threshold, window and queue table size stand for their defaults.
+// Validate reports every problem in c, each a *configerr.FieldError whose
+// path is relative to the matcher section ("rules[0].pattern").
 func (c Config) Validate() error {
 	var errs []error
-	if c.QueueTableSize < 0 {
-		errs = append(errs, fmt.Errorf("matcher.queue_table_size: %w: %d, want >= 1 (0 for the default)", ErrOutOfRange, c.QueueTableSize))
+	if c.QueueTableSize < 1 {
+		errs = append(errs, configerr.New("queue_table_size", configerr.ErrOutOfRange, "%d is out of range (at least 1)", c.QueueTableSize))
 	}
 	for i, p := range c.ReinjectionSources {
 		if !p.IsValid() {
-			errs = append(errs, fmt.Errorf("matcher.reinjection_sources[%d]: %w", i, ErrRequired))
+			errs = append(errs, configerr.New(fmt.Sprintf("reinjection_sources[%d]", i), configerr.ErrRequired, "empty prefix"))
 		}
 	}
 	errs = append(errs, validateRules(c.Rules)...)
 	return errors.Join(errs...)
 }
 
+// kindList is the valid kinds for messages.
+var kindList = func() string {
+	s := make([]string, len(kinds))
+	for i, k := range kinds {
+		s[i] = string(k)
+	}
+	return strings.Join(s, ", ")
+}()
+
 func validateRules(rules []Rule) []error {
 	var errs []error
 	seen := make(map[string]int, len(rules))
 	for i, r := range rules {
-		field := func(name string) string { return fmt.Sprintf("matcher.rules[%d].%s", i, name) }
+		bad := func(field string, kind error, format string, args ...any) {
+			errs = append(errs, configerr.New(fmt.Sprintf("rules[%d].%s", i, field), kind, format, args...))
+		}
 		switch {
 		case r.Name == "":
-			errs = append(errs, fmt.Errorf("%s: %w", field("name"), ErrRequired))
+			bad("name", configerr.ErrRequired, "required")
 		case !validName(r.Name):
-			errs = append(errs, fmt.Errorf("%s: %w %q: use letters, digits, '.', '_' and '-'", field("name"), ErrBadName, r.Name))
+			bad("name", configerr.ErrInvalid, "%q is not a rule name: use up to 64 letters, digits, '.', '_' and '-'", r.Name)
 		default:
 			if j, dup := seen[r.Name]; dup {
-				errs = append(errs, fmt.Errorf("%s: %w %q, also rules[%d]", field("name"), ErrDuplicate, r.Name, j))
+				bad("name", configerr.ErrDuplicate, "%q is also the name of rules[%d]", r.Name, j)
 			} else {
 				seen[r.Name] = i
 			}
 		}
 		for j, k := range r.Kinds {
 			if !k.Valid() {
-				errs = append(errs, fmt.Errorf("%s[%d]: %w %q, want one of %v", field("kinds"), j, ErrUnknownKind, k, kinds))
+				bad(fmt.Sprintf("kinds[%d]", j), configerr.ErrInvalid, "%q is not an event kind (%s)", k, kindList)
 			}
 		}
 		for j, h := range r.Hosts {
 			if h == "" || strings.ContainsAny(h, " \t") {
-				errs = append(errs, fmt.Errorf("%s[%d]: %w %q", field("hosts"), j, ErrBadHost, h))
+				bad(fmt.Sprintf("hosts[%d]", j), configerr.ErrInvalid, "%q is not a host name", h)
 			}
 		}
 		if r.Pattern.empty() {
-			errs = append(errs, fmt.Errorf("%s: %w", field("pattern"), ErrRequired))
+			bad("pattern", configerr.ErrRequired, "required")
 		}
-		if r.Threshold < 0 {
-			errs = append(errs, fmt.Errorf("%s: %w: %d, want >= 1", field("threshold"), ErrOutOfRange, r.Threshold))
+		if r.Threshold < 1 {
+			bad("threshold", configerr.ErrOutOfRange, "%d is out of range (at least 1)", r.Threshold)
 		}
-		if r.Window < 0 {
-			errs = append(errs, fmt.Errorf("%s: %w: %v, want > 0", field("window"), ErrOutOfRange, r.Window))
+		if r.Window < time.Second {
+			bad("window", configerr.ErrOutOfRange, "%v is out of range (at least 1s)", r.Window)
 		}
 		if r.BanFor < 0 {
-			errs = append(errs, fmt.Errorf("%s: %w: %v, want >= 0", field("ban_for"), ErrOutOfRange, r.BanFor))
+			bad("ban_for", configerr.ErrOutOfRange, "%v is negative (0 means enforcer.ban_for)", r.BanFor)
 		}
 	}
 	return errs

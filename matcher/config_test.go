@@ -2,17 +2,26 @@ package matcher
 
 import (
 	"errors"
+	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/wormgate/wormgate/receiver/configerr"
 )
 
 func TestValidate(t *testing.T) {
-	ok := func() Rule { return Rule{Name: "r", Pattern: MustRegexp(`x`)} }
+	ok := func() Rule {
+		r := Rule{Name: "r", Pattern: MustRegexp(`x`)}
+		r.Threshold, r.Window = 1, time.Hour
+		return r
+	}
 	with := func(f func(*Rule)) Rule { r := ok(); f(&r); return r }
+	cfg := func(rules ...Rule) Config { return Config{Rules: rules, QueueTableSize: 10} }
 	tests := []struct {
 		name     string
 		cfg      Config
@@ -20,63 +29,76 @@ func TestValidate(t *testing.T) {
 		sentinel error
 	}{
 		{name: "default", cfg: DefaultConfig()},
-		{name: "zero values take defaults", cfg: Config{Rules: []Rule{ok()}}},
-		{name: "no rules", cfg: Config{}},
+		{name: "no rules", cfg: cfg()},
 		{
 			name:     "missing pattern",
-			cfg:      Config{Rules: []Rule{ok(), ok(), with(func(r *Rule) { r.Name = "p"; r.Pattern = Regexp{} })}},
-			want:     []string{`matcher.rules[1].name: duplicate rule name "r", also rules[0]`, `matcher.rules[2].pattern: required`},
-			sentinel: ErrRequired,
+			cfg:      cfg(ok(), ok(), with(func(r *Rule) { r.Name = "p"; r.Pattern = Regexp{} })),
+			want:     []string{`rules[1].name: "r" is also the name of rules[0]`, `rules[2].pattern: required`},
+			sentinel: configerr.ErrRequired,
 		},
 		{
 			name:     "missing name",
-			cfg:      Config{Rules: []Rule{with(func(r *Rule) { r.Name = "" })}},
-			want:     []string{`matcher.rules[0].name: required`},
-			sentinel: ErrRequired,
+			cfg:      cfg(with(func(r *Rule) { r.Name = "" })),
+			want:     []string{`rules[0].name: required`},
+			sentinel: configerr.ErrRequired,
 		},
 		{
 			name:     "name with a space",
-			cfg:      Config{Rules: []Rule{with(func(r *Rule) { r.Name = "a b" })}},
-			want:     []string{`matcher.rules[0].name: invalid rule name "a b": use letters, digits, '.', '_' and '-'`},
-			sentinel: ErrBadName,
+			cfg:      cfg(with(func(r *Rule) { r.Name = "a b" })),
+			want:     []string{`rules[0].name: "a b" is not a rule name: use up to 64 letters, digits, '.', '_' and '-'`},
+			sentinel: configerr.ErrInvalid,
 		},
 		{
 			name:     "duplicate names",
-			cfg:      Config{Rules: []Rule{ok(), ok()}},
-			want:     []string{`matcher.rules[1].name: duplicate rule name "r", also rules[0]`},
-			sentinel: ErrDuplicate,
+			cfg:      cfg(ok(), ok()),
+			want:     []string{`rules[1].name: "r" is also the name of rules[0]`},
+			sentinel: configerr.ErrDuplicate,
 		},
 		{
 			name:     "unknown kind",
-			cfg:      Config{Rules: []Rule{with(func(r *Rule) { r.Kinds = []Kind{KindSASLFailed, "cleanup_rejekt"} })}},
-			want:     []string{`matcher.rules[0].kinds[1]: unknown kind "cleanup_rejekt", want one of [cleanup_reject cleanup_discard cleanup_hold cleanup_warning milter_reject smtpd_reject sasl_failed postscreen_pregreet postscreen_dnsbl postscreen_hangup smtpd_lost_auth smtpd_too_many_errors]`},
-			sentinel: ErrUnknownKind,
+			cfg:      cfg(with(func(r *Rule) { r.Kinds = []Kind{KindSASLFailed, "cleanup_rejekt"} })),
+			want:     []string{`rules[0].kinds[1]: "cleanup_rejekt" is not an event kind (cleanup_reject, cleanup_discard, cleanup_hold, cleanup_warning, milter_reject, smtpd_reject, sasl_failed, postscreen_pregreet, postscreen_dnsbl, postscreen_hangup, smtpd_lost_auth, smtpd_too_many_errors)`},
+			sentinel: configerr.ErrInvalid,
 		},
 		{
-			name:     "negative threshold",
-			cfg:      Config{Rules: []Rule{with(func(r *Rule) { r.Threshold = -1 })}},
-			want:     []string{`matcher.rules[0].threshold: out of range: -1, want >= 1`},
-			sentinel: ErrOutOfRange,
+			name:     "bad host",
+			cfg:      cfg(with(func(r *Rule) { r.Hosts = []string{"mx1", "mx 2"} })),
+			want:     []string{`rules[0].hosts[1]: "mx 2" is not a host name`},
+			sentinel: configerr.ErrInvalid,
 		},
 		{
-			name:     "negative window and ban_for",
-			cfg:      Config{Rules: []Rule{with(func(r *Rule) { r.Window = -time.Second; r.BanFor = -time.Minute })}},
-			want:     []string{`matcher.rules[0].window: out of range: -1s, want > 0`, `matcher.rules[0].ban_for: out of range: -1m0s, want >= 0`},
-			sentinel: ErrOutOfRange,
+			// Zero is no longer "the default": the loader fills in
+			// defaults, and the matcher gets complete rules.
+			name:     "zero threshold and window",
+			cfg:      cfg(with(func(r *Rule) { r.Threshold = 0; r.Window = 0 })),
+			want:     []string{`rules[0].threshold: 0 is out of range (at least 1)`, `rules[0].window: 0s is out of range (at least 1s)`},
+			sentinel: configerr.ErrOutOfRange,
 		},
 		{
-			name:     "negative queue table size",
-			cfg:      Config{QueueTableSize: -5},
-			want:     []string{`matcher.queue_table_size: out of range: -5, want >= 1 (0 for the default)`},
-			sentinel: ErrOutOfRange,
+			name:     "negative ban_for",
+			cfg:      cfg(with(func(r *Rule) { r.BanFor = -time.Minute })),
+			want:     []string{`rules[0].ban_for: -1m0s is negative (0 means enforcer.ban_for)`},
+			sentinel: configerr.ErrOutOfRange,
+		},
+		{
+			name:     "zero queue table size",
+			cfg:      Config{QueueTableSize: 0},
+			want:     []string{`queue_table_size: 0 is out of range (at least 1)`},
+			sentinel: configerr.ErrOutOfRange,
+		},
+		{
+			name:     "empty reinjection source",
+			cfg:      Config{QueueTableSize: 1, ReinjectionSources: []netip.Prefix{{}}},
+			want:     []string{`reinjection_sources[0]: empty prefix`},
+			sentinel: configerr.ErrRequired,
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			err := tt.cfg.Validate()
 			var got []string
-			if err != nil {
-				got = strings.Split(err.Error(), "\n")
+			for _, fe := range configerr.Flatten(err) {
+				got = append(got, fe.Error())
 			}
 			if diff := cmp.Diff(tt.want, got); diff != "" {
 				t.Errorf("Validate() (-want +got):\n%s", diff)
@@ -92,16 +114,12 @@ func TestValidate(t *testing.T) {
 	}
 }
 
-func TestWithDefaults(t *testing.T) {
-	got := Config{Rules: []Rule{{Name: "r", Pattern: MustRegexp("x"), BanFor: time.Minute}}}.WithDefaults()
-	type policy struct {
-		Threshold      int
-		Window, BanFor time.Duration
-		QueueTableSize int
-	}
-	want := policy{1, time.Hour, time.Minute, 100000}
-	if diff := cmp.Diff(want, policy{got.Rules[0].Threshold, got.Rules[0].Window, got.Rules[0].BanFor, got.QueueTableSize}); diff != "" {
-		t.Errorf("WithDefaults (-want +got):\n%s", diff)
+func TestSetDefaults(t *testing.T) {
+	var r Rule
+	r.Name = "left over"
+	r.SetDefaults()
+	if diff := cmp.Diff(Rule{Threshold: DefaultThreshold, Window: DefaultWindow}, r, cmp.Comparer(func(a, b Regexp) bool { return a.String() == b.String() })); diff != "" {
+		t.Errorf("SetDefaults (-want +got):\n%s", diff)
 	}
 }
 
@@ -120,9 +138,17 @@ func TestRegexpText(t *testing.T) {
 	if !r.MatchString("a W32.x") {
 		t.Error("compiled expression does not match")
 	}
-	err = r.UnmarshalText([]byte(`(abc`))
-	if !errors.Is(err, ErrPattern) || !strings.Contains(err.Error(), `"(abc"`) {
-		t.Errorf("UnmarshalText((abc) = %v, want ErrPattern naming the pattern", err)
+	for _, tt := range []struct{ expr, want string }{
+		{`(abc`, `'(abc' is not a regular expression: missing closing )`},
+		{`it's \q`, "'it''s \\q' is not a regular expression: invalid escape sequence: `\\q`"},
+	} {
+		err = r.UnmarshalText([]byte(tt.expr))
+		if !errors.Is(err, configerr.ErrType) || !configerr.Worded(err) {
+			t.Errorf("UnmarshalText(%s) = %v, want a worded configerr.ErrType", tt.expr, err)
+		}
+		if diff := cmp.Diff(tt.want, fmt.Sprint(err)); diff != "" {
+			t.Errorf("UnmarshalText(%s) (-want +got):\n%s", tt.expr, diff)
+		}
 	}
 }
 
@@ -196,7 +222,7 @@ queue_table_size: 500
 
 	bad := "rules:\n  - name: x\n    pattern: '(abc'\n"
 	err = yaml.Unmarshal([]byte(bad), &cfg)
-	if err == nil || !strings.Contains(err.Error(), `"(abc"`) {
+	if err == nil || !strings.Contains(err.Error(), `'(abc'`) {
 		t.Errorf("decoding a bad pattern: %v, want an error naming it", err)
 	}
 }

@@ -49,7 +49,7 @@ func FuzzMatch(f *testing.F) {
 	const client = "203.0.113.66"
 	f.Fuzz(func(t *testing.T, text string, prog uint8) {
 		// A rule that matches every event shows every attribution.
-		m, err := New(Config{Rules: []Rule{{Name: "any", Pattern: MustRegexp(`^`)}}})
+		m, err := New(complete(Config{Rules: []Rule{{Name: "any", Pattern: MustRegexp(`^`)}}}))
 		if err != nil {
 			t.Fatal(err)
 		}

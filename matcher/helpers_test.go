@@ -48,11 +48,38 @@ func readSample(t testing.TB) []string {
 
 func newMatcher(t testing.TB, cfg Config) *Matcher {
 	t.Helper()
-	m, err := New(cfg)
+	m, err := New(complete(cfg))
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
 	return m
+}
+
+// complete gives a test's config what the loader gives every loaded one (a
+// queue table size; each rule's threshold and window, from SetDefaults),
+// so that a test names only the fields it is about.
+func complete(cfg Config) Config {
+	if cfg.QueueTableSize == 0 {
+		cfg.QueueTableSize = DefaultQueueTableSize
+	}
+	cfg.Rules = completeRules(cfg.Rules)
+	return cfg
+}
+
+func completeRules(rules []Rule) []Rule {
+	var def Rule
+	def.SetDefaults()
+	out := make([]Rule, len(rules))
+	for i, r := range rules {
+		if r.Threshold == 0 {
+			r.Threshold = def.Threshold
+		}
+		if r.Window == 0 {
+			r.Window = def.Window
+		}
+		out[i] = r
+	}
+	return out
 }
 
 // msgAt is a message from host "mx" at a fixed time.

@@ -105,7 +105,6 @@ func New(cfg Config) (*Matcher, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("matcher: %w", err)
 	}
-	cfg = cfg.WithDefaults()
 	m := &Matcher{intern: make(map[string]string), reinjection: slices.Clone(cfg.ReinjectionSources)}
 	q, err := simplelru.NewLRU[queueKey, netip.Addr](cfg.QueueTableSize, nil)
 	if err != nil {
@@ -128,7 +127,7 @@ func (m *Matcher) SetRules(rules []Rule) error {
 }
 
 func compileRules(rules []Rule) *ruleSet {
-	rs := &ruleSet{rules: rulesWithDefaults(rules)}
+	rs := &ruleSet{rules: cloneRules(rules)}
 	for i := range rs.rules {
 		r := &rs.rules[i]
 		if len(r.Kinds) == 0 {

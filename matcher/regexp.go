@@ -2,13 +2,12 @@ package matcher
 
 import (
 	"errors"
-	"fmt"
 	"regexp"
-)
+	"regexp/syntax"
+	"strings"
 
-// ErrPattern is wrapped by every error about a regular expression that does
-// not compile.
-var ErrPattern = errors.New("invalid pattern")
+	"github.com/wormgate/wormgate/receiver/configerr"
+)
 
 // Regexp is a regular expression (RE2 syntax, as package regexp) that is
 // compiled when the configuration is decoded, so that a bad pattern fails
@@ -28,7 +27,18 @@ func (r *Regexp) UnmarshalText(text []byte) error {
 	}
 	re, err := regexp.Compile(string(text))
 	if err != nil {
-		return fmt.Errorf("%w %q: %w", ErrPattern, text, err)
+		// The expression is shown as YAML writes it in single quotes, so
+		// that its backslashes read as in the file, and syntax.Error's
+		// "error parsing regexp:" is left out: the message says that.
+		quoted := "'" + strings.ReplaceAll(string(text), "'", "''") + "'"
+		var se *syntax.Error
+		if errors.As(err, &se) {
+			if se.Expr == string(text) {
+				return configerr.Errorf(configerr.ErrType, "%s is not a regular expression: %s", quoted, se.Code)
+			}
+			return configerr.Errorf(configerr.ErrType, "%s is not a regular expression: %s: `%s`", quoted, se.Code, se.Expr)
+		}
+		return configerr.Errorf(configerr.ErrType, "%s is not a regular expression: %w", quoted, err)
 	}
 	r.Regexp = re
 	return nil

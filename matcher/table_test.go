@@ -74,7 +74,7 @@ func TestSetRules(t *testing.T) {
 		t.Fatalf("a failed reload changed the rules: %+v", got)
 	}
 
-	rules := append(contentRules(), Rule{Name: "relay", Kinds: []Kind{KindSMTPDReject}, Pattern: MustRegexp(`Relay access denied`)})
+	rules := completeRules(append(contentRules(), Rule{Name: "relay", Kinds: []Kind{KindSMTPDReject}, Pattern: MustRegexp(`Relay access denied`)}))
 	if err := m.SetRules(rules); err != nil {
 		t.Fatal(err)
 	}

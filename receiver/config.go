@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/wormgate/wormgate/receiver/configerr"
 )
 
 // Config is the receiver section of wormgate's configuration.
@@ -49,9 +51,6 @@ const (
 	maxReadBuffer  = 1 << 30
 )
 
-// ErrConfig is wrapped by every Validate error.
-var ErrConfig = errors.New("invalid receiver config")
-
 // DefaultConfig returns the configuration wormgate uses when the file names
 // no receiver settings.
 func DefaultConfig() Config {
@@ -75,10 +74,12 @@ func DefaultConfig() Config {
 	}
 }
 
-// Validate reports the first problem, naming the yaml field.
+// Validate reports every problem, each a *configerr.FieldError whose path
+// is relative to the receiver section ("udp_listen[0]").
 func (c Config) Validate() error {
-	bad := func(field, format string, args ...any) error {
-		return fmt.Errorf("receiver.%s: %w: %s", field, ErrConfig, fmt.Sprintf(format, args...))
+	var errs []error
+	bad := func(path string, kind error, format string, args ...any) {
+		errs = append(errs, configerr.New(path, kind, format, args...))
 	}
 	lists := []struct {
 		name  string
@@ -87,9 +88,10 @@ func (c Config) Validate() error {
 	seen := map[string]string{}
 	for _, l := range lists {
 		for i, a := range l.addrs {
-			field := fmt.Sprintf("%s[%d]", l.name, i)
-			if err := checkListen(a); err != nil {
-				return fmt.Errorf("receiver.%s: %w: %q: %w", field, ErrConfig, a, err)
+			path := fmt.Sprintf("%s[%d]", l.name, i)
+			if err := CheckListen(a); err != nil {
+				errs = append(errs, &configerr.FieldError{Path: path, Err: err})
+				continue
 			}
 			// UDP and stream sockets may share a port; two stream
 			// listeners on one address cannot (port 0 picks a free one).
@@ -98,70 +100,80 @@ func (c Config) Validate() error {
 				key = "udp " + a
 			}
 			if prev, dup := seen[key]; dup && !strings.HasSuffix(a, ":0") {
-				return bad(field, "%q is also %s", a, prev)
+				bad(path, configerr.ErrDuplicate, "%q is also %s", a, prev)
+				continue
 			}
-			seen[key] = field
+			seen[key] = path
 		}
 	}
 	if len(c.TLSListen) > 0 {
 		if c.TLSCertFile == "" {
-			return bad("tls_cert_file", "required when tls_listen is set")
+			bad("tls_cert_file", configerr.ErrRequired, "required when tls_listen is set")
 		}
 		if c.TLSKeyFile == "" {
-			return bad("tls_key_file", "required when tls_listen is set")
+			bad("tls_key_file", configerr.ErrRequired, "required when tls_listen is set")
 		}
 	}
 	if len(c.TLSPermittedPeers) > 0 && c.TLSClientCAFile == "" {
-		return bad("tls_permitted_peers", "needs tls_client_ca_file: names are checked only on verified client certificates")
+		bad("tls_permitted_peers", configerr.ErrRequired, "needs tls_client_ca_file: names are checked only on verified client certificates")
 	}
 	for i, p := range c.TLSPermittedPeers {
 		if p == "" || strings.ContainsAny(p, " \t/") {
-			return bad(fmt.Sprintf("tls_permitted_peers[%d]", i), "%q is not a host name pattern", p)
+			bad(fmt.Sprintf("tls_permitted_peers[%d]", i), configerr.ErrInvalid, "%q is not a host name pattern", p)
 		}
 	}
 	listening := len(c.UDPListen)+len(c.TCPListen)+len(c.TLSListen) > 0
 	if listening && len(c.AllowedSenders) == 0 {
-		return bad("allowed_senders", "empty: every message would be dropped")
+		bad("allowed_senders", configerr.ErrRequired, "empty, so every message would be dropped")
 	}
 	for i, p := range c.AllowedSenders {
-		field := fmt.Sprintf("allowed_senders[%d]", i)
-		if !p.IsValid() {
-			return bad(field, "invalid prefix")
-		}
-		if p.Addr().Is4In6() {
+		path := fmt.Sprintf("allowed_senders[%d]", i)
+		switch {
+		case !p.IsValid():
+			bad(path, configerr.ErrRequired, "empty prefix")
+		case p.Addr().Is4In6():
 			// Peers are unmapped before the check, so this would never match.
-			return bad(field, "%s: write IPv4-mapped prefixes in IPv4 form", p)
-		}
-		if p.Addr().Zone() != "" {
-			return bad(field, "%s: zones are not supported", p)
+			bad(path, configerr.ErrInvalid, "%s never matches: write IPv4-mapped prefixes in IPv4 form", p)
+		case p.Addr().Zone() != "":
+			bad(path, configerr.ErrInvalid, "%s: zones are not supported", p)
 		}
 	}
 	if c.MaxMessageSize < minMessageSize || c.MaxMessageSize > maxMessageSize {
-		return bad("max_message_size", "%d outside [%d, %d]", c.MaxMessageSize, minMessageSize, maxMessageSize)
+		bad("max_message_size", configerr.ErrOutOfRange, "%d is out of range (%d-%d)", c.MaxMessageSize, minMessageSize, maxMessageSize)
 	}
 	if c.MaxConnections < 1 {
-		return bad("max_connections", "%d, want at least 1", c.MaxConnections)
+		bad("max_connections", configerr.ErrOutOfRange, "%d is out of range (at least 1)", c.MaxConnections)
 	}
 	if c.IdleTimeout < time.Second {
-		return bad("idle_timeout", "%s, want at least 1s", c.IdleTimeout)
+		bad("idle_timeout", configerr.ErrOutOfRange, "%v is out of range (at least 1s)", c.IdleTimeout)
 	}
 	if c.UDPReadBuffer < 0 || c.UDPReadBuffer > maxReadBuffer {
-		return bad("udp_read_buffer", "%d outside [0, %d]", c.UDPReadBuffer, maxReadBuffer)
+		bad("udp_read_buffer", configerr.ErrOutOfRange, "%d is out of range (0-%d)", c.UDPReadBuffer, maxReadBuffer)
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
-func checkListen(a string) error {
+// CheckListen checks a listen address, host:port with an IP address, a
+// name or nothing as host; its error, for a configuration, names the
+// address and what is wrong with it.
+func CheckListen(a string) error {
+	notAddr := func(format string, args ...any) error {
+		return configerr.Errorf(configerr.ErrInvalid, "%q is not a listen address (host:port): %s", a, fmt.Sprintf(format, args...))
+	}
 	host, port, err := net.SplitHostPort(a)
 	if err != nil {
-		return err
+		var ae *net.AddrError
+		if errors.As(err, &ae) {
+			return notAddr("%s", ae.Err)
+		}
+		return notAddr("%v", err)
 	}
 	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
-		return fmt.Errorf("port %q: want a number 0-65535", port)
+		return notAddr("port %q is not a number from 0 to 65535", port)
 	}
 	if host != "" {
 		if _, err := netip.ParseAddr(host); err != nil && !isHostname(host) {
-			return fmt.Errorf("host %q: want an IP address or a name", host)
+			return notAddr("host %q is not an IP address or a name", host)
 		}
 	}
 	return nil

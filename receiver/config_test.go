@@ -3,13 +3,14 @@ package receiver
 import (
 	"errors"
 	"net/netip"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/wormgate/wormgate/receiver/configerr"
 )
 
 func TestDefaultConfigValid(t *testing.T) {
@@ -20,38 +21,60 @@ func TestDefaultConfigValid(t *testing.T) {
 
 func TestValidate(t *testing.T) {
 	tests := []struct {
-		name  string
-		mod   func(*Config)
-		field string // expected "receiver.<field>:" prefix
+		name string
+		mod  func(*Config)
+		want []string // every problem, in order
+		kind error    // the sentinel of the first
 	}{
-		{"bad port", func(c *Config) { c.TCPListen = []string{":syslog"} }, "tcp_listen[0]"},
-		{"port out of range", func(c *Config) { c.UDPListen = []string{"", "127.0.0.1:70000"} }, "udp_listen[0]"},
-		{"no port", func(c *Config) { c.UDPListen = []string{"127.0.0.1"} }, "udp_listen[0]"},
-		{"bad host", func(c *Config) { c.TCPListen = []string{":514", "bad host!:514"} }, "tcp_listen[1]"},
-		{"stream address twice", func(c *Config) { c.TLSListen = []string{":514"}; c.TLSCertFile, c.TLSKeyFile = "c", "k" }, "tls_listen[0]"},
-		{"tls without cert", func(c *Config) { c.TLSListen = []string{":6514"} }, "tls_cert_file"},
-		{"tls without key", func(c *Config) { c.TLSListen = []string{":6514"}; c.TLSCertFile = "c" }, "tls_key_file"},
-		{"no allowed senders", func(c *Config) { c.AllowedSenders = nil }, "allowed_senders"},
-		{"invalid prefix", func(c *Config) { c.AllowedSenders = append(c.AllowedSenders, netip.Prefix{}) }, "allowed_senders[8]"},
+		{"bad port", func(c *Config) { c.TCPListen = []string{":syslog"} },
+			[]string{`tcp_listen[0]: ":syslog" is not a listen address (host:port): port "syslog" is not a number from 0 to 65535`}, configerr.ErrInvalid},
+		{"port out of range", func(c *Config) { c.UDPListen = []string{"", "127.0.0.1:70000"} },
+			[]string{
+				`udp_listen[0]: "" is not a listen address (host:port): missing port in address`,
+				`udp_listen[1]: "127.0.0.1:70000" is not a listen address (host:port): port "70000" is not a number from 0 to 65535`,
+			}, configerr.ErrInvalid},
+		{"no port", func(c *Config) { c.UDPListen = []string{"127.0.0.1"} },
+			[]string{`udp_listen[0]: "127.0.0.1" is not a listen address (host:port): missing port in address`}, configerr.ErrInvalid},
+		{"bad host", func(c *Config) { c.TCPListen = []string{":514", "bad host!:514"} },
+			[]string{`tcp_listen[1]: "bad host!:514" is not a listen address (host:port): host "bad host!" is not an IP address or a name`}, configerr.ErrInvalid},
+		{"stream address twice", func(c *Config) { c.TLSListen = []string{":514"}; c.TLSCertFile, c.TLSKeyFile = "c", "k" },
+			[]string{`tls_listen[0]: ":514" is also tcp_listen[0]`}, configerr.ErrDuplicate},
+		{"tls without cert and key", func(c *Config) { c.TLSListen = []string{":6514"} },
+			[]string{"tls_cert_file: required when tls_listen is set", "tls_key_file: required when tls_listen is set"}, configerr.ErrRequired},
+		{"tls without key", func(c *Config) { c.TLSListen = []string{":6514"}; c.TLSCertFile = "c" },
+			[]string{"tls_key_file: required when tls_listen is set"}, configerr.ErrRequired},
+		{"no allowed senders", func(c *Config) { c.AllowedSenders = nil },
+			[]string{"allowed_senders: empty, so every message would be dropped"}, configerr.ErrRequired},
+		{"invalid prefix", func(c *Config) { c.AllowedSenders = append(c.AllowedSenders, netip.Prefix{}) },
+			[]string{"allowed_senders[8]: empty prefix"}, configerr.ErrRequired},
 		{"mapped prefix", func(c *Config) {
 			c.AllowedSenders = []netip.Prefix{netip.MustParsePrefix("::ffff:10.0.0.0/104")}
-		}, "allowed_senders[0]"},
-		{"message size too small", func(c *Config) { c.MaxMessageSize = 10 }, "max_message_size"},
-		{"message size too large", func(c *Config) { c.MaxMessageSize = 1 << 30 }, "max_message_size"},
-		{"no connections", func(c *Config) { c.MaxConnections = 0 }, "max_connections"},
-		{"idle timeout zero", func(c *Config) { c.IdleTimeout = 0 }, "idle_timeout"},
-		{"negative read buffer", func(c *Config) { c.UDPReadBuffer = -1 }, "udp_read_buffer"},
+		}, []string{"allowed_senders[0]: ::ffff:10.0.0.0/104 never matches: write IPv4-mapped prefixes in IPv4 form"}, configerr.ErrInvalid},
+		{"message size too small", func(c *Config) { c.MaxMessageSize = 10 },
+			[]string{"max_message_size: 10 is out of range (256-67108864)"}, configerr.ErrOutOfRange},
+		{"message size too large", func(c *Config) { c.MaxMessageSize = 1 << 30 },
+			[]string{"max_message_size: 1073741824 is out of range (256-67108864)"}, configerr.ErrOutOfRange},
+		{"no connections", func(c *Config) { c.MaxConnections = 0 },
+			[]string{"max_connections: 0 is out of range (at least 1)"}, configerr.ErrOutOfRange},
+		{"idle timeout zero", func(c *Config) { c.IdleTimeout = 0 },
+			[]string{"idle_timeout: 0s is out of range (at least 1s)"}, configerr.ErrOutOfRange},
+		{"negative read buffer", func(c *Config) { c.UDPReadBuffer = -1 },
+			[]string{"udp_read_buffer: -1 is out of range (0-1073741824)"}, configerr.ErrOutOfRange},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := DefaultConfig()
 			tt.mod(&c)
 			err := c.Validate()
-			if !errors.Is(err, ErrConfig) {
-				t.Fatalf("Validate() = %v, want ErrConfig", err)
+			var got []string
+			for _, fe := range configerr.Flatten(err) {
+				got = append(got, fe.Error())
 			}
-			if !strings.HasPrefix(err.Error(), "receiver."+tt.field+": ") {
-				t.Errorf("Validate() = %q, want it to start with receiver.%s:", err, tt.field)
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("Validate() (-want +got):\n%s", diff)
+			}
+			if !errors.Is(err, tt.kind) {
+				t.Errorf("Validate() = %v, want it to wrap %v", err, tt.kind)
 			}
 		})
 	}

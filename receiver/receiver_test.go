@@ -26,6 +26,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/wormgate/wormgate/receiver/configerr"
 	"github.com/wormgate/wormgate/receiver/syslog"
 )
 
@@ -665,8 +666,8 @@ func TestNewErrors(t *testing.T) {
 	}
 	bad := DefaultConfig()
 	bad.MaxConnections = 0
-	if _, err := New(bad, make(chan syslog.Message), nil, nil); !errors.Is(err, ErrConfig) {
-		t.Errorf("New(bad config) = %v, want ErrConfig", err)
+	if _, err := New(bad, make(chan syslog.Message), nil, nil); !errors.Is(err, configerr.ErrOutOfRange) {
+		t.Errorf("New(bad config) = %v, want configerr.ErrOutOfRange", err)
 	}
 	tlsCfg := DefaultConfig()
 	tlsCfg.TLSListen = []string{"127.0.0.1:0"}

@@ -1,21 +1,19 @@
 package main
 
 import (
-	"bytes"
 	_ "embed"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 
-	"go.yaml.in/yaml/v3"
-
+	"github.com/wormgate/wormgate/cmd/wormgate/internal/yamlconf"
 	"github.com/wormgate/wormgate/enforcer"
 	"github.com/wormgate/wormgate/enforcer/policy"
 	"github.com/wormgate/wormgate/matcher"
 	"github.com/wormgate/wormgate/receiver"
+	"github.com/wormgate/wormgate/receiver/configerr"
 )
 
 // defaultYAML is what `wormgate config` prints: the defaults, commented.
@@ -60,65 +58,55 @@ func defaultConfig() Config {
 }
 
 // loadConfig returns the defaults with the file at path decoded over
-// them (strictly: unknown fields are errors), validated. An empty path
-// means the embedded default.
+// them, validated; an empty path means the embedded default. It is the
+// only loader: serve, check and reload all use it. Its error wraps
+// errConfig and lists every problem of the file, one a line, each with
+// the file's line and the field's path.
 func loadConfig(path string) (Config, error) {
 	cfg := defaultConfig()
 	if path == "" {
-		return cfg, cfg.Validate()
+		if err := cfg.Validate(); err != nil {
+			return Config{}, fmt.Errorf("%w: embedded default: %w", errConfig, err)
+		}
+		return cfg, nil
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return Config{}, fmt.Errorf("%w: %w", errConfig, err)
 	}
-	if err := decodeStrict(b, &cfg); err != nil {
-		return Config{}, fmt.Errorf("%w: %s: %w", errConfig, path, err)
-	}
-	if err := cfg.Validate(); err != nil {
-		return Config{}, fmt.Errorf("%w: %s: %w", errConfig, path, err)
+	if err := yamlconf.Load(path, b, &cfg, func() error { return cfg.Validate() }); err != nil {
+		return Config{}, fmt.Errorf("%w:\n%w", errConfig, err)
 	}
 	return cfg, nil
 }
 
-func decodeStrict(b []byte, v any) error {
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
-		return err
-	}
-	return nil
-}
-
-// Validate checks every part; errors name the field as in the file.
+// Validate checks every part and reports every problem, each a
+// *configerr.FieldError with its full YAML path.
 func (c Config) Validate() error {
-	if err := c.Receiver.Validate(); err != nil {
-		return err
-	}
-	if err := c.Matcher.Validate(); err != nil {
-		return err
-	}
-	if err := c.Enforcer.Validate(); err != nil {
-		return err
+	errs := []error{
+		configerr.Within("receiver", c.Receiver.Validate()),
+		configerr.Within("matcher", c.Matcher.Validate()),
+		configerr.Within("enforcer", c.Enforcer.Validate()),
 	}
 	if c.HTTP.Listen != "" {
-		if _, _, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
-			return fmt.Errorf("http.listen: %w", err)
+		if err := receiver.CheckListen(c.HTTP.Listen); err != nil {
+			errs = append(errs, &configerr.FieldError{Path: "http.listen", Err: err})
 		}
 	}
 	switch c.Log.Format {
 	case "text", "json":
 	default:
-		return fmt.Errorf("log.format: must be text or json, got %q", c.Log.Format)
+		errs = append(errs, configerr.New("log.format", configerr.ErrInvalid, "%q is not a log format (text or json)", c.Log.Format))
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
-// rulePolicies is the enforcer's view of the matcher's rules, with the
-// matcher's defaults for what a rule leaves out.
+// rulePolicies is the enforcer's view of the matcher's rules. The rules
+// are complete (the loader gave every rule its defaults), so this only
+// copies.
 func rulePolicies(c matcher.Config) map[string]policy.RulePolicy {
-	rules := c.WithDefaults().Rules
-	m := make(map[string]policy.RulePolicy, len(rules))
-	for _, r := range rules {
+	m := make(map[string]policy.RulePolicy, len(c.Rules))
+	for _, r := range c.Rules {
 		m[r.Name] = policy.RulePolicy{Threshold: r.Threshold, Window: r.Window, BanFor: r.BanFor, DryRun: r.DryRun}
 	}
 	return m

@@ -37,6 +37,7 @@ var allowedInPureCode = []string{
 	"gopkg.in/mcuadros/go-syslog.v2/format",
 	"gopkg.in/mcuadros/go-syslog.v2/internal/",
 	module + "/receiver/syslog",
+	module + "/receiver/configerr",
 	module + "/enforcer/policy",
 }
 
@@ -44,7 +45,7 @@ var allowedInPureCode = []string{
 // tstest/deptest): the packages that hold the domain logic stay pure, on
 // every platform wormgate check is built for.
 func TestPureDeps(t *testing.T) {
-	for _, pkg := range []string{"receiver/syslog", "matcher", "enforcer/policy"} {
+	for _, pkg := range []string{"receiver/syslog", "receiver/configerr", "matcher", "enforcer/policy"} {
 		for _, goos := range []string{"linux", "darwin", "freebsd", "windows"} {
 			t.Run(pkg+"/"+goos, func(t *testing.T) {
 				var bad []string

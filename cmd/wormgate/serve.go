@@ -350,8 +350,10 @@ func (a *app) reload() {
 		return
 	}
 	a.enf.SetRules(rulePolicies(cfg.Matcher))
-	if err := a.rcv.ReloadTLS(); err != nil {
-		a.log.Error("reload: TLS files not reloaded; keeping the old ones", "err", err)
+	if a.rcv != nil {
+		if err := a.rcv.ReloadTLS(); err != nil {
+			a.log.Error("reload: TLS files not reloaded; keeping the old ones", "err", err)
+		}
 	}
 	a.cfg.Store(&cfg)
 	a.log.Info("config reloaded", "path", a.path, "rules", len(cfg.Matcher.Rules))

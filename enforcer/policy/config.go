@@ -1,9 +1,12 @@
 package policy
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"time"
+
+	"github.com/wormgate/wormgate/receiver/configerr"
 )
 
 // Config is the ban policy's part of the enforcer configuration.
@@ -48,24 +51,29 @@ var BuiltinNeverBlock = []netip.Prefix{
 	netip.MustParsePrefix("ff00::/8"),
 }
 
-// Validate reports the first invalid field, named as in the YAML file.
+// Validate reports every problem, each a *configerr.FieldError whose path
+// is relative to the section the policy is inlined in ("never_block[2]").
 func (c Config) Validate() error {
+	var errs []error
+	bad := func(path string, kind error, format string, args ...any) {
+		errs = append(errs, configerr.New(path, kind, format, args...))
+	}
 	if c.BanFor < time.Second {
-		return fmt.Errorf("enforcer.ban_for: must be at least 1s, got %v", c.BanFor)
+		bad("ban_for", configerr.ErrOutOfRange, "%v is out of range (at least 1s)", c.BanFor)
 	}
 	for i, p := range c.NeverBlock {
 		if !p.IsValid() {
-			return fmt.Errorf("enforcer.never_block[%d]: not a valid prefix", i)
+			bad(fmt.Sprintf("never_block[%d]", i), configerr.ErrRequired, "empty prefix")
 		}
 	}
 	if c.OffenderCacheSize < 1 {
-		return fmt.Errorf("enforcer.offender_cache_size: must be at least 1, got %d", c.OffenderCacheSize)
+		bad("offender_cache_size", configerr.ErrOutOfRange, "%d is out of range (at least 1)", c.OffenderCacheSize)
 	}
 	if !(c.EscalationFactor >= 1 && c.EscalationFactor <= 100) {
-		return fmt.Errorf("enforcer.escalation_factor: must be between 1 and 100, got %v", c.EscalationFactor)
+		bad("escalation_factor", configerr.ErrOutOfRange, "%v is out of range (1-100)", c.EscalationFactor)
 	}
-	if c.MaxBanFor < c.BanFor {
-		return fmt.Errorf("enforcer.max_ban_for: must be at least ban_for (%v), got %v", c.BanFor, c.MaxBanFor)
+	if c.MaxBanFor < c.BanFor && c.BanFor >= time.Second {
+		bad("max_ban_for", configerr.ErrOutOfRange, "%v is less than ban_for (%v)", c.MaxBanFor, c.BanFor)
 	}
-	return nil
+	return errors.Join(errs...)
 }
