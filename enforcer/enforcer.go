@@ -67,8 +67,8 @@ type Enforcer struct {
 	// overtaken by an add of the same address that was already on its way.
 	wmu sync.Mutex
 
-	mu      sync.Mutex
-	policy  *policy.Policy
+	mu     sync.Mutex
+	policy *policy.Policy
 	active map[netip.Addr]policy.Ban
 	// pending are the bans to write to the kernel; the value is true for
 	// a refresh, when the kernel holds an earlier write of the ban.

@@ -70,7 +70,7 @@ type Firewall interface {
 	// counted from now. Elements with Refresh set may be in the kernel
 	// already and get their timeout restarted; the others are assumed
 	// absent, which lets the kernel side write each with a single add
-	// (should one be present after all, it keeps at least its old
+	// (should one be there after all, the kernel may keep its old
 	// timeout). A failure returns an error; callers retry the whole slice,
 	// with the same Refresh marks, which is safe.
 	Add(ctx context.Context, elems []Element) error

@@ -215,9 +215,9 @@ func (n *Firewall) Check(ctx context.Context) error {
 
 // Add blocks each address until its own timeout ends, in one batch. A new
 // element costs one add. An element marked Refresh gets its new timeout
-// counted from now: on Linux 6.10 and later by the same single add (it
-// carries the expiration, which the kernel then updates), before that by
-// deleting and re-adding it.
+// counted from now: on Linux 6.10 and later by one add that also carries
+// the expiration, which the kernel then updates, before that by deleting
+// and re-adding it.
 func (n *Firewall) Add(ctx context.Context, elems []enforcer.Element) error {
 	v4, v6, err := splitElements(elems)
 	if err != nil {
@@ -501,7 +501,7 @@ func (k *kernel) restore(v4, v6 []elem) error {
 	if err != nil {
 		return err
 	}
-	w := k.addWrite()
+	w := withTimeout
 	var msgs []netlink.Message
 	for _, part := range []func() error{
 		func() error {
@@ -580,15 +580,6 @@ func (k *kernel) fillChain(c *nftables.Conn) {
 	for _, r := range k.rules() {
 		c.AddRule(r)
 	}
-}
-
-// addWrite is how timed elements are written: with the expiration where
-// the kernel honours it for elements it already holds.
-func (k *kernel) addWrite() elemWrite {
-	if k.timeoutUpdate {
-		return withExpiration
-	}
-	return withTimeout
 }
 
 // chainChanged reports whether wormgate's chain exists with another
@@ -787,38 +778,39 @@ func (k *kernel) rules() []*nftables.Rule {
 	}
 }
 
-// add writes v4 and v6 in one batch of one message per chunk. Without
-// the kernel's timeout update, elements marked refresh need more: re-adding
-// is not enough there, the kernel would keep the old timeout (a repeated
-// ban of the same length would not restart the clock,
-// TestNFTablesReAddRefreshesTimeout shows it). They are added without a
-// timeout (a no-op for present ones), deleted and added with the timeout;
-// the first add is needed because a delete of an absent or
-// expired-but-not-collected element fails the whole batch with ENOENT.
+// add writes v4 and v6 in one batch of one message per chunk: a new
+// element is one add with its timeout. A re-add with only the timeout does
+// not restart the clock of an element the kernel holds (before Linux 6.10
+// never, since then only when the value differs, so a repeated ban of the
+// same length would not be extended; TestNFTablesReAddRefreshesTimeout
+// shows it). So refreshed elements are added with the expiration too where
+// the kernel updates it, and elsewhere added without a timeout (a no-op
+// for present ones), deleted and added with the timeout; that first add is
+// needed because a delete of an absent or expired-but-not-collected
+// element fails the whole batch with ENOENT.
 func (k *kernel) add(v4, v6 []elem) error {
 	var msgs []netlink.Message
 	for _, x := range []struct {
 		s     *nftables.Set
 		elems []elem
 	}{{k.set4, v4}, {k.set6, v6}} {
-		var err error
-		if k.timeoutUpdate {
-			if msgs, err = appendElemMsgs(msgs, typeNewSetElem, x.s, x.elems, withExpiration); err != nil {
-				return err
-			}
-			continue
-		}
 		fresh, refresh := splitRefresh(x.elems)
-		for _, step := range []struct {
+		type step struct {
 			typ   netlink.HeaderType
 			elems []elem
 			w     elemWrite
-		}{
-			{typeNewSetElem, fresh, withTimeout},
-			{typeNewSetElem, refresh, keysOnly},
-			{typeDelSetElem, refresh, keysOnly},
-			{typeNewSetElem, refresh, withTimeout},
-		} {
+		}
+		steps := []step{{typeNewSetElem, fresh, withTimeout}}
+		if k.timeoutUpdate {
+			steps = append(steps, step{typeNewSetElem, refresh, withExpiration})
+		} else {
+			steps = append(steps,
+				step{typeNewSetElem, refresh, keysOnly},
+				step{typeDelSetElem, refresh, keysOnly},
+				step{typeNewSetElem, refresh, withTimeout})
+		}
+		for _, step := range steps {
+			var err error
 			if msgs, err = appendElemMsgs(msgs, step.typ, x.s, step.elems, step.w); err != nil {
 				return err
 			}
