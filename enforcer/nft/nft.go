@@ -850,6 +850,16 @@ func (k *kernel) remove(v4, v6 []elem) error {
 	return k.sendBatch(msgs)
 }
 
+type options struct {
+	netnsFd int
+	// testDial replaces the netlink socket with a fake (unit tests
+	// without root).
+	testDial nltest.Func
+	// timeoutUpdate is detected from the kernel release unless a test
+	// sets it.
+	timeoutUpdate bool
+}
+
 // withTestDial sends every netlink message to f instead of the kernel.
 func withTestDial(f nltest.Func) Option { return func(o *options) { o.testDial = f } }
 
