@@ -65,7 +65,8 @@ func (d *DryRun) Restore(ctx context.Context, elems []Element) error {
 // Check has nothing to compare: a dry run has no ruleset to lose.
 func (d *DryRun) Check(ctx context.Context) error { return d.check(ctx, "check") }
 
-// Add records the bans and logs each one.
+// Add records the bans and logs each one; a map has no cost to save, so
+// Refresh changes nothing here.
 func (d *DryRun) Add(ctx context.Context, elems []Element) error {
 	type ban struct {
 		addr netip.Addr

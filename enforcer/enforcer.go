@@ -67,10 +67,12 @@ type Enforcer struct {
 	// overtaken by an add of the same address that was already on its way.
 	wmu sync.Mutex
 
-	mu      sync.Mutex
-	policy  *policy.Policy
-	active  map[netip.Addr]policy.Ban
-	pending map[netip.Addr]struct{}
+	mu     sync.Mutex
+	policy *policy.Policy
+	active map[netip.Addr]policy.Ban
+	// pending are the bans to write to the kernel; the value is true for
+	// a refresh, when the kernel holds an earlier write of the ban.
+	pending map[netip.Addr]bool
 	// dels are bans to delete from the store (expired or lifted).
 	dels map[netip.Addr]struct{}
 	// The new-ban token bucket.
@@ -137,7 +139,7 @@ func New(cfg Config, rules map[string]policy.RulePolicy, fw Firewall, log *slog.
 		kick:           make(chan struct{}, 1),
 		policy:         p,
 		active:         make(map[netip.Addr]policy.Ban),
-		pending:        make(map[netip.Addr]struct{}),
+		pending:        make(map[netip.Addr]bool),
 		dels:           make(map[netip.Addr]struct{}),
 		rate:           rate,
 		tokens:         rate,
@@ -183,7 +185,7 @@ func New(cfg Config, rules map[string]policy.RulePolicy, fw Firewall, log *slog.
 	}
 	active := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "wormgate_bans_active", Help: "Addresses banned now.",
-	}, func() float64 { return float64(len(e.Bans())) })
+	}, func() float64 { return float64(e.ActiveCount()) })
 	pending := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "wormgate_firewall_pending", Help: "Bans decided but not yet written to the kernel.",
 	}, func() float64 {
@@ -275,6 +277,11 @@ func (e *Enforcer) activateLocked(b policy.Ban, now time.Time, limited bool) err
 	b.Start = now
 	b.Until = now.Add(b.Duration)
 	old, exists := e.active[b.Addr]
+	refresh := exists && old.Until.After(now)
+	if r, queued := e.pending[b.Addr]; queued {
+		// Not written yet: the kernel holds what it held before.
+		refresh = r
+	}
 	if exists && old.Until.After(now) {
 		if !b.Until.After(old.Until) {
 			return nil
@@ -295,7 +302,7 @@ func (e *Enforcer) activateLocked(b policy.Ban, now time.Time, limited bool) err
 	}
 	delete(e.dels, b.Addr)
 	e.active[b.Addr] = b
-	e.pending[b.Addr] = struct{}{}
+	e.pending[b.Addr] = refresh
 	select {
 	case e.kick <- struct{}{}:
 	default:
@@ -334,6 +341,15 @@ func (e *Enforcer) Bans() []policy.Ban {
 		return cmp.Or(a.Until.Compare(b.Until), a.Addr.Compare(b.Addr))
 	})
 	return bans
+}
+
+// ActiveCount is the number of bans in the record, in constant time for
+// the metrics scrape. Bans that expired within the last minute count
+// until the minute's sweep forgets them; Bans is exact but sorts.
+func (e *Enforcer) ActiveCount() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.active)
 }
 
 // Status is the enforcer's health as the status page shows it.
@@ -399,6 +415,10 @@ func (e *Enforcer) load() error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.policy.RestoreHistory(hist)
+	if len(e.active) == 0 {
+		// Sized once: growing a map to 100k entries rehashes it many times.
+		e.active = make(map[netip.Addr]policy.Ban, len(bans))
+	}
 	dropped := 0
 	for _, b := range bans {
 		if pfx, ok := e.policy.Protected(b.Addr); ok {
@@ -423,7 +443,7 @@ func (e *Enforcer) Run(ctx context.Context) error {
 		return fmt.Errorf("enforcer: %w", err)
 	}
 	e.ready.Store(true)
-	e.log.Info("firewall ready", "bans", len(e.Bans()), "durable", e.store != nil)
+	e.log.Info("firewall ready", "bans", e.ActiveCount(), "durable", e.store != nil)
 	sweep := time.NewTicker(time.Minute)
 	defer sweep.Stop()
 	reconcile := time.NewTicker(e.reconcileEvery)
@@ -529,7 +549,7 @@ func (e *Enforcer) reconcile(ctx context.Context) {
 	e.needRestore.Store(false)
 	e.restores.Add(1)
 	e.m.restores.Inc()
-	e.log.Warn("ruleset restored", "bans", len(e.Bans()), "took", time.Since(start))
+	e.log.Warn("ruleset restored", "bans", e.ActiveCount(), "took", time.Since(start))
 }
 
 // Audit reads the kernel sets back and repairs differences with the
@@ -563,7 +583,7 @@ func (e *Enforcer) Audit(ctx context.Context) (missing, extra int, err error) {
 			continue
 		}
 		missing++
-		e.pending[a] = struct{}{}
+		e.pending[a] = false
 	}
 	e.mu.Unlock()
 	extra = len(extras)
@@ -626,7 +646,7 @@ func (e *Enforcer) write(ctx context.Context, full bool) error {
 			}
 		}
 	}
-	queued := slices.Collect(maps.Keys(e.pending))
+	queued := maps.Clone(e.pending)
 	dels := slices.Collect(maps.Keys(e.dels))
 	clear(e.pending)
 	clear(e.dels)
@@ -641,7 +661,7 @@ func (e *Enforcer) write(ctx context.Context, full bool) error {
 	} else {
 		elems = make([]Element, 0, len(bans))
 		for _, b := range bans {
-			elems = append(elems, Element{Addr: b.Addr, Timeout: b.Until.Sub(now)})
+			elems = append(elems, Element{Addr: b.Addr, Timeout: b.Until.Sub(now), Refresh: queued[b.Addr]})
 		}
 	}
 	e.mu.Unlock()
@@ -681,12 +701,15 @@ func (e *Enforcer) write(ctx context.Context, full bool) error {
 	return nil
 }
 
-func (e *Enforcer) requeue(queued, dels []netip.Addr) {
+// requeue puts a failed write back. A ban activated again meanwhile is a
+// refresh if either write says so: refreshing an absent element is only
+// dearer, adding a present one as new may not restart its timeout.
+func (e *Enforcer) requeue(queued map[netip.Addr]bool, dels []netip.Addr) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	for _, a := range queued {
+	for a, refresh := range queued {
 		if _, ok := e.active[a]; ok {
-			e.pending[a] = struct{}{}
+			e.pending[a] = e.pending[a] || refresh
 		}
 	}
 	for _, a := range dels {

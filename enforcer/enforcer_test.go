@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -25,6 +26,8 @@ type recordingFirewall struct {
 	failAdd  int // fail this many Add calls first
 	adds     int
 	restores int
+	// added logs every Add's elements, failed ones too.
+	added [][]Element
 }
 
 func newRecordingFirewall() *recordingFirewall {
@@ -48,6 +51,7 @@ func (f *recordingFirewall) Add(_ context.Context, es []Element) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.adds++
+	f.added = append(f.added, slices.Clone(es))
 	if f.failAdd > 0 {
 		f.failAdd--
 		return errors.New("add: no buffer space available")
@@ -194,3 +198,84 @@ func off(addr string, rule string, at time.Duration) matcher.Offense {
 }
 
 func addr(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+// refreshes renders each Add as "addr new|refresh", sorted, and forgets
+// them.
+func (f *recordingFirewall) refreshes() [][]string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out [][]string
+	for _, es := range f.added {
+		var line []string
+		for _, e := range es {
+			kind := "new"
+			if e.Refresh {
+				kind = "refresh"
+			}
+			line = append(line, e.Addr.String()+" "+kind)
+		}
+		slices.Sort(line)
+		out = append(out, line)
+	}
+	f.added = nil
+	return out
+}
+
+func TestEnforcerMarksRefreshes(t *testing.T) {
+	fw := newRecordingFirewall()
+	e, clock := newClockedEnforcer(t, DefaultConfig(), fw)
+	ctx := t.Context()
+	ban := func(addrs ...string) {
+		t.Helper()
+		for _, a := range addrs {
+			if d := e.Offend(off(a, "worm", 0)); d.Verdict != policy.VerdictBan && d.Verdict != policy.VerdictExtend {
+				t.Fatalf("Offend(%s) = %v, want a ban", a, d.Verdict)
+			}
+		}
+	}
+	flush := func() error {
+		t.Helper()
+		return e.Flush(ctx)
+	}
+	for _, step := range []struct {
+		name    string
+		do      func() error
+		want    [][]string
+		wantErr bool
+	}{
+		{"new bans", func() error { ban("192.0.2.1", "192.0.2.2"); return flush() },
+			[][]string{{"192.0.2.1 new", "192.0.2.2 new"}}, false},
+		{"an extension of a written ban is a refresh", func() error {
+			clock.add(time.Minute)
+			ban("192.0.2.1", "192.0.2.3")
+			return flush()
+		}, [][]string{{"192.0.2.1 refresh", "192.0.2.3 new"}}, false},
+		{"an extension before the first write is still new", func() error {
+			ban("192.0.2.4")
+			clock.add(time.Minute)
+			ban("192.0.2.4")
+			return flush()
+		}, [][]string{{"192.0.2.4 new"}}, false},
+		{"a failed write is retried with its marks", func() error {
+			fw.mu.Lock()
+			fw.failAdd = 1
+			fw.mu.Unlock()
+			clock.add(time.Minute)
+			ban("192.0.2.2", "192.0.2.5")
+			if err := flush(); err == nil {
+				return errors.New("write did not fail")
+			}
+			return flush()
+		}, [][]string{{"192.0.2.2 refresh", "192.0.2.5 new"}, {"192.0.2.2 refresh", "192.0.2.5 new"}}, false},
+	} {
+		if err := step.do(); (err != nil) != step.wantErr {
+			t.Fatalf("%s: %v", step.name, err)
+		}
+		if diff := cmp.Diff(step.want, fw.refreshes()); diff != "" {
+			t.Errorf("%s: Add calls (-want +got):\n%s", step.name, diff)
+		}
+	}
+	if got := e.ActiveCount(); got != 5 {
+		t.Errorf("ActiveCount() = %d, want 5", got)
+	}
+}

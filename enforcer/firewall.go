@@ -12,6 +12,11 @@ import (
 type Element struct {
 	Addr    netip.Addr
 	Timeout time.Duration
+	// Refresh marks an element the kernel may already hold (the extension
+	// of a ban written before): Add must then restart its timeout, which
+	// on some kernels costs a delete and a re-add. A new element (false)
+	// costs one add. List never sets it; Restore ignores it.
+	Refresh bool
 }
 
 // Errors of every Firewall.
@@ -61,8 +66,13 @@ type Firewall interface {
 	// Setup made them (it never reads the blocked sets); a difference is
 	// an error wrapping ErrDrift.
 	Check(ctx context.Context) error
-	// Add inserts elements or refreshes their timeouts. A partial failure
-	// returns an error; callers retry the whole slice, which is safe.
+	// Add inserts elements; each one ends up blocked for its Timeout
+	// counted from now. Elements with Refresh set may be in the kernel
+	// already and get their timeout restarted; the others are assumed
+	// absent, which lets the kernel side write each with a single add
+	// (should one be there after all, the kernel may keep its old
+	// timeout). A failure returns an error; callers retry the whole slice,
+	// with the same Refresh marks, which is safe.
 	Add(ctx context.Context, elems []Element) error
 	// Delete removes addresses; an address that is not blocked is not an error.
 	Delete(ctx context.Context, addrs []netip.Addr) error

@@ -15,6 +15,7 @@ import (
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"github.com/mdlayher/netlink"
+	"github.com/mdlayher/netlink/nltest"
 	"github.com/wormgate/wormgate/enforcer"
 	"golang.org/x/sys/unix"
 )
@@ -57,8 +58,10 @@ var _ enforcer.Firewall = (*Firewall)(nil)
 
 type request struct {
 	ctx context.Context
-	fn  func(ctx context.Context, k *kernel) error
-	res chan error
+	// run does the work on the owner goroutine and hands its result to
+	// the caller through a channel of its own; it never writes anything
+	// the caller can still read after it returned on a cancelled context.
+	run func(k *kernel, log *slog.Logger)
 }
 
 // Open connects to nftables and starts the owner goroutine. It does not
@@ -69,7 +72,7 @@ func Open(cfg enforcer.NFTablesConfig, log *slog.Logger, opts ...Option) (*Firew
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	var o options
+	o := options{timeoutUpdate: timeoutUpdateSupported()}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -80,7 +83,7 @@ func Open(cfg enforcer.NFTablesConfig, log *slog.Logger, opts ...Option) (*Firew
 	slices.Sort(ports)
 	ports = slices.Compact(ports)
 
-	k := newKernel(cfg.Table, ports, o.netnsFd)
+	k := newKernel(cfg.Table, ports, o)
 	if err := k.open(); err != nil {
 		return nil, fmt.Errorf("open nftables: %w", err)
 	}
@@ -92,6 +95,7 @@ func Open(cfg enforcer.NFTablesConfig, log *slog.Logger, opts ...Option) (*Firew
 		table:   cfg.Table,
 		ports:   ports,
 	}
+	log.Debug("nftables element timeout update", "supported", o.timeoutUpdate)
 	go n.run(k)
 	return n, nil
 }
@@ -104,37 +108,62 @@ func (n *Firewall) run(k *kernel) {
 			n.err = k.close()
 			return
 		case r := <-n.reqs:
-			r.res <- k.do(r.ctx, r.fn, n.log)
+			r.run(k, n.log)
 		}
 	}
 }
 
-// call runs fn on the owner goroutine. When ctx ends first, call returns at
-// once; the kernel operation may still complete, which is safe because every
-// operation can be repeated.
-func (n *Firewall) call(ctx context.Context, op string, fn func(ctx context.Context, k *kernel) error) error {
-	res := make(chan error, 1)
+// result carries what an operation on the owner goroutine produced.
+type result[T any] struct {
+	v   T
+	err error
+}
+
+// call runs fn on the owner goroutine and returns its value. When ctx
+// ends first, call returns at once; the kernel operation may still
+// complete, which is safe because every operation can be repeated, and
+// its value then goes to a buffered channel nobody reads.
+func call[T any](ctx context.Context, n *Firewall, op string, fn func(ctx context.Context, k *kernel) (T, error)) (T, error) {
+	var zero T
+	res := make(chan result[T], 1)
+	r := request{ctx: ctx, run: func(k *kernel, log *slog.Logger) {
+		var v T
+		err := k.do(ctx, func(ctx context.Context, k *kernel) error {
+			var err error
+			v, err = fn(ctx, k)
+			return err
+		}, log)
+		res <- result[T]{v, err}
+	}}
 	select {
 	case <-n.quit:
-		return fmt.Errorf("nftables %s: %w", op, enforcer.ErrClosed)
+		return zero, fmt.Errorf("nftables %s: %w", op, enforcer.ErrClosed)
 	default:
 	}
 	select {
-	case n.reqs <- request{ctx: ctx, fn: fn, res: res}:
+	case n.reqs <- r:
 	case <-n.quit:
-		return fmt.Errorf("nftables %s: %w", op, enforcer.ErrClosed)
+		return zero, fmt.Errorf("nftables %s: %w", op, enforcer.ErrClosed)
 	case <-ctx.Done():
-		return fmt.Errorf("nftables %s: %w", op, ctx.Err())
+		return zero, fmt.Errorf("nftables %s: %w", op, ctx.Err())
 	}
 	select {
-	case err := <-res:
-		if err != nil {
-			return fmt.Errorf("nftables %s: %w", op, err)
+	case r := <-res:
+		if r.err != nil {
+			return zero, fmt.Errorf("nftables %s: %w", op, r.err)
 		}
-		return nil
+		return r.v, nil
 	case <-ctx.Done():
-		return fmt.Errorf("nftables %s: %w", op, ctx.Err())
+		return zero, fmt.Errorf("nftables %s: %w", op, ctx.Err())
 	}
+}
+
+// exec is call for operations without a value.
+func (n *Firewall) exec(ctx context.Context, op string, fn func(ctx context.Context, k *kernel) error) error {
+	_, err := call(ctx, n, op, func(ctx context.Context, k *kernel) (struct{}, error) {
+		return struct{}{}, fn(ctx, k)
+	})
+	return err
 }
 
 // Close stops the owner goroutine after the operation in progress and
@@ -154,7 +183,7 @@ func (n *Firewall) Close() error {
 // are replaced in the same transaction, so there is no moment without the
 // drop rules and running it twice never duplicates a rule.
 func (n *Firewall) Setup(ctx context.Context) error {
-	err := n.call(ctx, "setup", func(_ context.Context, k *kernel) error { return k.setup() })
+	err := n.exec(ctx, "setup", func(_ context.Context, k *kernel) error { return k.setup() })
 	if err == nil {
 		n.log.Info("nftables ruleset ready", "table", "inet "+n.tableName(), "ports", n.portsDesc())
 	}
@@ -164,12 +193,14 @@ func (n *Firewall) Setup(ctx context.Context) error {
 // Restore rebuilds or adopts the ruleset with exactly elems in the
 // blocked sets, in one batch of many messages: the kernel commits a batch
 // atomically, so the old elements stay in force until the new ones are.
+// The sets are emptied first in that batch, so every element costs one
+// add whether or not it was there; Element.Refresh does not matter here.
 func (n *Firewall) Restore(ctx context.Context, elems []enforcer.Element) error {
 	v4, v6, err := splitElements(elems)
 	if err != nil {
 		return fmt.Errorf("nftables restore: %w", err)
 	}
-	err = n.call(ctx, "restore", func(_ context.Context, k *kernel) error { return k.restore(v4, v6) })
+	err = n.exec(ctx, "restore", func(_ context.Context, k *kernel) error { return k.restore(v4, v6) })
 	if err == nil {
 		n.log.Info("nftables ruleset restored", "table", "inet "+n.tableName(), "ports", n.portsDesc(), "ipv4", len(v4), "ipv6", len(v6))
 	}
@@ -179,22 +210,20 @@ func (n *Firewall) Restore(ctx context.Context, elems []enforcer.Element) error 
 // Check verifies table, sets, chain and rules without reading the
 // blocked sets, which would cost seconds on big sets.
 func (n *Firewall) Check(ctx context.Context) error {
-	return n.call(ctx, "check", func(_ context.Context, k *kernel) error { return k.check() })
+	return n.exec(ctx, "check", func(_ context.Context, k *kernel) error { return k.check() })
 }
 
-// Add blocks each address until its own timeout ends; an address that is
-// already blocked gets the new timeout.
+// Add blocks each address until its own timeout ends, in one batch. A new
+// element costs one add. An element marked Refresh gets its new timeout
+// counted from now: on Linux 6.10 and later by one add that also carries
+// the expiration, which the kernel then updates, before that by deleting
+// and re-adding it.
 func (n *Firewall) Add(ctx context.Context, elems []enforcer.Element) error {
 	v4, v6, err := splitElements(elems)
 	if err != nil {
 		return fmt.Errorf("nftables add: %w", err)
 	}
-	err = n.call(ctx, "add", func(ctx context.Context, k *kernel) error {
-		if err := k.refresh(ctx, k.set4, v4); err != nil {
-			return err
-		}
-		return k.refresh(ctx, k.set6, v6)
-	})
+	err = n.exec(ctx, "add", func(_ context.Context, k *kernel) error { return k.add(v4, v6) })
 	if err == nil {
 		n.log.Debug("nftables add", "ipv4", len(v4), "ipv6", len(v6))
 	}
@@ -203,24 +232,19 @@ func (n *Firewall) Add(ctx context.Context, elems []enforcer.Element) error {
 
 // Delete unblocks addresses; an address that is not blocked is skipped.
 func (n *Firewall) Delete(ctx context.Context, addrs []netip.Addr) error {
-	var v4, v6 []nftables.SetElement
+	var v4, v6 []elem
 	for _, a := range addrs {
 		if !a.IsValid() {
 			return fmt.Errorf("nftables delete: %w: zero address", enforcer.ErrInvalidElement)
 		}
 		a = a.Unmap().WithZone("")
 		if a.Is4() {
-			v4 = append(v4, nftables.SetElement{Key: a.AsSlice()})
+			v4 = append(v4, elem{addr: a})
 		} else {
-			v6 = append(v6, nftables.SetElement{Key: a.AsSlice()})
+			v6 = append(v6, elem{addr: a})
 		}
 	}
-	err := n.call(ctx, "delete", func(ctx context.Context, k *kernel) error {
-		if err := k.remove(ctx, k.set4, v4); err != nil {
-			return err
-		}
-		return k.remove(ctx, k.set6, v6)
-	})
+	err := n.exec(ctx, "delete", func(_ context.Context, k *kernel) error { return k.remove(v4, v6) })
 	if err == nil {
 		n.log.Debug("nftables delete", "ipv4", len(v4), "ipv6", len(v6))
 	}
@@ -229,25 +253,12 @@ func (n *Firewall) Delete(ctx context.Context, addrs []netip.Addr) error {
 
 // List reads both sets back with each element's remaining time, sorted by
 // address. An element without a timeout (added by hand with nft) has
-// Timeout 0.
+// Timeout 0. A read that the kernel could not give consistently (see
+// kernel.list) is retried and finally fails with ErrInconsistentDump;
+// it never returns an element twice.
 func (n *Firewall) List(ctx context.Context) ([]enforcer.Element, error) {
-	var out []enforcer.Element
-	err := n.call(ctx, "list", func(_ context.Context, k *kernel) error {
-		out = out[:0]
-		for _, s := range []*nftables.Set{k.set4, k.set6} {
-			elems, err := k.conn.GetSetElements(s)
-			if err != nil {
-				return fmt.Errorf("set %s: %w", s.Name, err)
-			}
-			for _, e := range elems {
-				a, ok := netip.AddrFromSlice(e.Key)
-				if !ok {
-					return fmt.Errorf("set %s: element key of %d bytes", s.Name, len(e.Key))
-				}
-				out = append(out, enforcer.Element{Addr: a, Timeout: e.Expires})
-			}
-		}
-		return nil
+	out, err := call(ctx, n, "list", func(ctx context.Context, k *kernel) ([]enforcer.Element, error) {
+		return k.list(ctx)
 	})
 	if err != nil {
 		return nil, err
@@ -259,23 +270,23 @@ func (n *Firewall) List(ctx context.Context) ([]enforcer.Element, error) {
 // Counters sums the drop rules' counters: packets and bytes dropped since
 // the rules were last replaced by Setup.
 func (n *Firewall) Counters(ctx context.Context) (packets, bytes uint64, err error) {
-	err = n.call(ctx, "counters", func(_ context.Context, k *kernel) error {
-		packets, bytes = 0, 0
+	c, err := call(ctx, n, "counters", func(_ context.Context, k *kernel) ([2]uint64, error) {
+		var c [2]uint64
 		rules, err := k.conn.GetRules(k.table, k.chain)
 		if err != nil {
-			return err
+			return c, err
 		}
 		for _, r := range rules {
 			for _, e := range r.Exprs {
-				if c, ok := e.(*expr.Counter); ok {
-					packets += c.Packets
-					bytes += c.Bytes
+				if ctr, ok := e.(*expr.Counter); ok {
+					c[0] += ctr.Packets
+					c[1] += ctr.Bytes
 				}
 			}
 		}
-		return nil
+		return c, nil
 	})
-	return packets, bytes, err
+	return c[0], c[1], err
 }
 
 func (n *Firewall) tableName() string { return n.table }
@@ -288,54 +299,80 @@ func (n *Firewall) portsDesc() any {
 }
 
 // splitElements validates elems and sorts them into the two kernel sets.
-func splitElements(elems []enforcer.Element) (v4, v6 []nftables.SetElement, err error) {
+func splitElements(elems []enforcer.Element) (v4, v6 []elem, err error) {
 	n4 := 0
 	for _, e := range elems {
 		if e.Addr.Unmap().Is4() {
 			n4++
 		}
 	}
-	v4 = make([]nftables.SetElement, 0, n4)
-	v6 = make([]nftables.SetElement, 0, len(elems)-n4)
+	v4 = make([]elem, 0, n4)
+	v6 = make([]elem, 0, len(elems)-n4)
 	for _, e := range elems {
 		a, d, err := e.Normalize()
 		if err != nil {
 			return nil, nil, err
 		}
-		se := nftables.SetElement{Key: a.AsSlice(), Timeout: d}
+		el := elem{addr: a, timeout: d, refresh: e.Refresh}
 		if a.Is4() {
-			v4 = append(v4, se)
+			v4 = append(v4, el)
 		} else {
-			v6 = append(v6, se)
+			v6 = append(v6, el)
 		}
 	}
 	return v4, v6, nil
 }
 
-// kernel is the state only the owner goroutine touches.
-type kernel struct {
-	nsFd  int
-	conn  *nftables.Conn
-	nl    *netlink.Conn
-	table *nftables.Table
-	set4  *nftables.Set
-	set6  *nftables.Set
-	ports *nftables.Set
-	chain *nftables.Chain
-	portN []uint16
+// timeoutUpdateSupported reports whether the running kernel updates the
+// timeout and expiration of an element that is added again (Linux 6.10,
+// "set element timeout update support"). Older kernels keep the old
+// timeout silently, so refreshes there need a delete and an add.
+func timeoutUpdateSupported() bool {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return false
+	}
+	var major, minor int
+	if _, err := fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &major, &minor); err != nil {
+		return false
+	}
+	return major > 6 || major == 6 && minor >= 10
 }
 
-func newKernel(table string, ports []uint16, nsFd int) *kernel {
+// kernel is the state only the owner goroutine touches.
+type kernel struct {
+	nsFd     int
+	testDial nltest.Func
+	// testing skips the socket options a fake connection lacks.
+	testing bool
+	// timeoutUpdate: the kernel restarts an element's timeout when it is
+	// added again with an expiration.
+	timeoutUpdate bool
+	sndBuf        int
+	conn          *nftables.Conn
+	nl            *netlink.Conn
+	table         *nftables.Table
+	set4          *nftables.Set
+	set6          *nftables.Set
+	ports         *nftables.Set
+	chain         *nftables.Chain
+	portN         []uint16
+}
+
+func newKernel(table string, ports []uint16, o options) *kernel {
 	t := &nftables.Table{Name: table, Family: nftables.TableFamilyINet}
 	accept := nftables.ChainPolicyAccept
 	// Fixed set IDs: AddSet would otherwise draw them from a package
 	// counter that is not safe for concurrent Conns.
 	return &kernel{
-		nsFd:  nsFd,
-		table: t,
-		set4:  &nftables.Set{Table: t, Name: set4Name, ID: 1, KeyType: nftables.TypeIPAddr, HasTimeout: true},
-		set6:  &nftables.Set{Table: t, Name: set6Name, ID: 2, KeyType: nftables.TypeIP6Addr, HasTimeout: true},
-		ports: &nftables.Set{Table: t, Name: portsName, ID: 3, KeyType: nftables.TypeInetService},
+		nsFd:          o.netnsFd,
+		testDial:      o.testDial,
+		testing:       o.testDial != nil,
+		timeoutUpdate: o.timeoutUpdate,
+		table:         t,
+		set4:          &nftables.Set{Table: t, Name: set4Name, ID: 1, KeyType: nftables.TypeIPAddr, HasTimeout: true},
+		set6:          &nftables.Set{Table: t, Name: set6Name, ID: 2, KeyType: nftables.TypeIP6Addr, HasTimeout: true},
+		ports:         &nftables.Set{Table: t, Name: portsName, ID: 3, KeyType: nftables.TypeInetService},
 		chain: &nftables.Chain{
 			Name:     chainName,
 			Table:    t,
@@ -353,6 +390,10 @@ func (k *kernel) open() error {
 		nftables.AsLasting(),
 		nftables.WithSockOptions(func(c *netlink.Conn) error {
 			k.nl = c
+			k.sndBuf = sockBuf
+			if k.testing {
+				return nil
+			}
 			if err := setBuffer(c, unix.SO_SNDBUFFORCE, sockBuf, c.SetWriteBuffer); err != nil {
 				return err
 			}
@@ -361,6 +402,9 @@ func (k *kernel) open() error {
 	}
 	if k.nsFd != 0 {
 		opts = append(opts, nftables.WithNetNSFd(k.nsFd))
+	}
+	if k.testDial != nil {
+		opts = append(opts, nftables.WithTestDial(k.testDial))
 	}
 	conn, err := nftables.New(opts...)
 	if err != nil {
@@ -438,83 +482,104 @@ func (k *kernel) setup() error {
 			return fmt.Errorf("set %s: %w", s.Name, err)
 		}
 	}
-	c.FlushSet(k.ports)
-	if len(k.portN) > 0 {
-		elems := make([]nftables.SetElement, len(k.portN))
-		for i, p := range k.portN {
-			elems[i] = nftables.SetElement{Key: binaryutil.BigEndian.PutUint16(p)}
-		}
-		if err := c.SetAddElements(k.ports, elems); err != nil {
-			return fmt.Errorf("set %s: %w", portsName, err)
-		}
-	}
-	c.AddChain(k.chain)
-	c.FlushChain(k.chain)
-	for _, r := range k.rules() {
-		c.AddRule(r)
-	}
-	if err := c.Flush(); err != nil {
+	if err := k.fillPorts(c); err != nil {
 		return err
+	}
+	k.fillChain(c)
+	return c.Flush()
+}
+
+// restore is setup plus emptying and refilling the blocked sets, in one
+// batch sent with one sendmsg; the socket's send buffer is raised to hold
+// it. The objects are google/nftables' messages, the elements are built
+// here, one add per element.
+func (k *kernel) restore(v4, v6 []elem) error {
+	if err := k.checkSets(); err != nil {
+		return err
+	}
+	changed, err := k.chainChanged()
+	if err != nil {
+		return err
+	}
+	w := withTimeout
+	var msgs []netlink.Message
+	for _, part := range []func() error{
+		func() error {
+			m, err := record(func(c *nftables.Conn) error {
+				c.AddTable(k.table)
+				for _, s := range []*nftables.Set{k.set4, k.set6, k.ports} {
+					if err := c.AddSet(s, nil); err != nil {
+						return fmt.Errorf("set %s: %w", s.Name, err)
+					}
+				}
+				c.FlushSet(k.set4)
+				return nil
+			})
+			msgs = append(msgs, m...)
+			return err
+		},
+		func() (err error) {
+			msgs, err = appendElemMsgs(msgs, typeNewSetElem, k.set4, v4, w)
+			return err
+		},
+		func() error {
+			m, err := record(func(c *nftables.Conn) error { c.FlushSet(k.set6); return nil })
+			msgs = append(msgs, m...)
+			return err
+		},
+		func() (err error) {
+			msgs, err = appendElemMsgs(msgs, typeNewSetElem, k.set6, v6, w)
+			return err
+		},
+		func() error {
+			m, err := record(func(c *nftables.Conn) error {
+				if err := k.fillPorts(c); err != nil {
+					return err
+				}
+				if changed {
+					// A base chain's hook cannot be changed in place:
+					// replace it in the same batch.
+					c.FlushChain(k.chain)
+					c.DelChain(k.chain)
+				}
+				k.fillChain(c)
+				return nil
+			})
+			msgs = append(msgs, m...)
+			return err
+		},
+	} {
+		if err := part(); err != nil {
+			return err
+		}
+	}
+	return k.sendBatch(msgs)
+}
+
+// fillPorts refills the ports set.
+func (k *kernel) fillPorts(c *nftables.Conn) error {
+	c.FlushSet(k.ports)
+	if len(k.portN) == 0 {
+		return nil
+	}
+	elems := make([]nftables.SetElement, len(k.portN))
+	for i, p := range k.portN {
+		elems[i] = nftables.SetElement{Key: binaryutil.BigEndian.PutUint16(p)}
+	}
+	if err := c.SetAddElements(k.ports, elems); err != nil {
+		return fmt.Errorf("set %s: %w", portsName, err)
 	}
 	return nil
 }
 
-// restore is setup plus emptying and refilling the blocked sets, in one
-// Flush: one sendmsg carrying one batch, so the socket's send buffer must
-// hold it all; it is raised to fit.
-func (k *kernel) restore(v4, v6 []nftables.SetElement) error {
-	if err := k.checkSets(); err != nil {
-		return err
-	}
-	c := k.conn
-	c.AddTable(k.table)
-	for _, s := range []*nftables.Set{k.set4, k.set6, k.ports} {
-		if err := c.AddSet(s, nil); err != nil {
-			return fmt.Errorf("set %s: %w", s.Name, err)
-		}
-	}
-	for _, x := range []struct {
-		s     *nftables.Set
-		elems []nftables.SetElement
-	}{{k.set4, v4}, {k.set6, v6}} {
-		c.FlushSet(x.s)
-		for part := range slices.Chunk(x.elems, chunk) {
-			if err := c.SetAddElements(x.s, part); err != nil {
-				return fmt.Errorf("set %s: %w", x.s.Name, err)
-			}
-		}
-	}
-	c.FlushSet(k.ports)
-	if len(k.portN) > 0 {
-		elems := make([]nftables.SetElement, len(k.portN))
-		for i, p := range k.portN {
-			elems[i] = nftables.SetElement{Key: binaryutil.BigEndian.PutUint16(p)}
-		}
-		if err := c.SetAddElements(k.ports, elems); err != nil {
-			return fmt.Errorf("set %s: %w", portsName, err)
-		}
-	}
-	if changed, err := k.chainChanged(); err != nil {
-		return err
-	} else if changed {
-		// A base chain's hook cannot be changed in place: replace it in
-		// the same batch.
-		c.FlushChain(k.chain)
-		c.DelChain(k.chain)
-	}
+// fillChain adds the chain (adopting it when it exists) with exactly
+// wormgate's rules.
+func (k *kernel) fillChain(c *nftables.Conn) {
 	c.AddChain(k.chain)
 	c.FlushChain(k.chain)
 	for _, r := range k.rules() {
 		c.AddRule(r)
 	}
-	// About 40 bytes per IPv4 and 52 per IPv6 element on the wire; twice
-	// that leaves room. SO_SNDBUFFORCE doubles the value again.
-	if need := 80*len(v4) + 104*len(v6) + 1<<20; need > sockBuf && k.nl != nil {
-		if err := setBuffer(k.nl, unix.SO_SNDBUFFORCE, need, k.nl.SetWriteBuffer); err != nil {
-			return fmt.Errorf("raise send buffer: %w", err)
-		}
-	}
-	return c.Flush()
 }
 
 // chainChanged reports whether wormgate's chain exists with another
@@ -713,67 +778,91 @@ func (k *kernel) rules() []*nftables.Rule {
 	}
 }
 
-// refresh writes timed elements so that each ends up with exactly its new
-// timeout, counted from now. Re-adding an element is not enough: kernels
-// before 6.10 keep the old timeout, and later ones update it only when the
-// value differs, so a repeated ban of the same length would not restart the
-// clock (TestNFTablesReAddRefreshesTimeout shows it). Per chunk, one atomic
-// batch adds the keys without a timeout (a no-op for present ones), deletes
-// them and adds them with the timeout. The first add is needed because a
-// delete of an absent or expired-but-not-collected element fails the whole
-// batch with ENOENT.
-func (k *kernel) refresh(ctx context.Context, s *nftables.Set, elems []nftables.SetElement) error {
-	return chunked(ctx, elems, func(part []nftables.SetElement) error {
-		bare := keysOnly(part)
-		if err := k.conn.SetAddElements(s, bare); err != nil {
-			return err
+// add writes v4 and v6 in one batch of one message per chunk: a new
+// element is one add with its timeout. A re-add with only the timeout does
+// not restart the clock of an element the kernel holds (before Linux 6.10
+// never, since then only when the value differs, so a repeated ban of the
+// same length would not be extended; TestNFTablesReAddRefreshesTimeout
+// shows it). So refreshed elements are added with the expiration too where
+// the kernel updates it, and elsewhere added without a timeout (a no-op
+// for present ones), deleted and added with the timeout; that first add is
+// needed because a delete of an absent or expired-but-not-collected
+// element fails the whole batch with ENOENT.
+func (k *kernel) add(v4, v6 []elem) error {
+	var msgs []netlink.Message
+	for _, x := range []struct {
+		s     *nftables.Set
+		elems []elem
+	}{{k.set4, v4}, {k.set6, v6}} {
+		fresh, refresh := splitRefresh(x.elems)
+		type step struct {
+			typ   netlink.HeaderType
+			elems []elem
+			w     elemWrite
 		}
-		if err := k.conn.SetDeleteElements(s, bare); err != nil {
-			return err
+		steps := []step{{typeNewSetElem, fresh, withTimeout}}
+		if k.timeoutUpdate {
+			steps = append(steps, step{typeNewSetElem, refresh, withExpiration})
+		} else {
+			steps = append(steps,
+				step{typeNewSetElem, refresh, keysOnly},
+				step{typeDelSetElem, refresh, keysOnly},
+				step{typeNewSetElem, refresh, withTimeout})
 		}
-		if err := k.conn.SetAddElements(s, part); err != nil {
-			return err
+		for _, step := range steps {
+			var err error
+			if msgs, err = appendElemMsgs(msgs, step.typ, x.s, step.elems, step.w); err != nil {
+				return err
+			}
 		}
-		if err := k.conn.Flush(); err != nil {
-			return fmt.Errorf("set %s: %w", s.Name, err)
-		}
-		return nil
-	})
+	}
+	return k.sendBatch(msgs)
 }
 
-// remove deletes keys; adding them first in the same batch makes an absent
-// key a no-op instead of an ENOENT that would abort the batch.
-func (k *kernel) remove(ctx context.Context, s *nftables.Set, keys []nftables.SetElement) error {
-	return chunked(ctx, keys, func(part []nftables.SetElement) error {
-		if err := k.conn.SetAddElements(s, part); err != nil {
-			return err
+// splitRefresh separates new elements from refreshed ones.
+func splitRefresh(elems []elem) (fresh, refresh []elem) {
+	for _, e := range elems {
+		if e.refresh {
+			refresh = append(refresh, e)
+		} else {
+			fresh = append(fresh, e)
 		}
-		if err := k.conn.SetDeleteElements(s, part); err != nil {
-			return err
-		}
-		if err := k.conn.Flush(); err != nil {
-			return fmt.Errorf("set %s: %w", s.Name, err)
-		}
-		return nil
-	})
+	}
+	return fresh, refresh
 }
 
-func chunked(ctx context.Context, elems []nftables.SetElement, fn func([]nftables.SetElement) error) error {
-	for part := range slices.Chunk(elems, chunk) {
-		if err := ctx.Err(); err != nil {
+// remove deletes keys in one batch; adding them first in the same batch
+// makes an absent key a no-op instead of an ENOENT that would abort it.
+func (k *kernel) remove(v4, v6 []elem) error {
+	var msgs []netlink.Message
+	for _, x := range []struct {
+		s     *nftables.Set
+		elems []elem
+	}{{k.set4, v4}, {k.set6, v6}} {
+		var err error
+		if msgs, err = appendElemMsgs(msgs, typeNewSetElem, x.s, x.elems, keysOnly); err != nil {
 			return err
 		}
-		if err := fn(part); err != nil {
+		if msgs, err = appendElemMsgs(msgs, typeDelSetElem, x.s, x.elems, keysOnly); err != nil {
 			return err
 		}
 	}
-	return nil
+	return k.sendBatch(msgs)
 }
 
-func keysOnly(elems []nftables.SetElement) []nftables.SetElement {
-	out := make([]nftables.SetElement, len(elems))
-	for i, e := range elems {
-		out[i] = nftables.SetElement{Key: e.Key}
-	}
-	return out
+type options struct {
+	netnsFd int
+	// testDial replaces the netlink socket with a fake (unit tests
+	// without root).
+	testDial nltest.Func
+	// timeoutUpdate is detected from the kernel release unless a test
+	// sets it.
+	timeoutUpdate bool
 }
+
+// withTestDial sends every netlink message to f instead of the kernel.
+func withTestDial(f nltest.Func) Option { return func(o *options) { o.testDial = f } }
+
+// withTimeoutUpdate overrides the detection of the kernel's element
+// timeout update, so that tests cover both ways of refreshing.
+func withTimeoutUpdate(on bool) Option { return func(o *options) { o.timeoutUpdate = on } }

@@ -18,6 +18,8 @@ import (
 // Linux, or enforcer.dry_run elsewhere.
 var ErrUnsupported = errors.New("nftables is only available on Linux")
 
+type options struct{ netnsFd int }
+
 // Firewall is never returned on this platform; it exists so that the
 // daemon's wiring compiles everywhere.
 type Firewall struct{}

@@ -21,11 +21,11 @@ import (
 )
 
 // openNS gives a test a namespace with wormgate's ruleset set up in it.
-func openNS(t testing.TB, cfg enforcer.NFTablesConfig) (*nftest.NS, *Firewall) {
+func openNS(t testing.TB, cfg enforcer.NFTablesConfig, opts ...Option) (*nftest.NS, *Firewall) {
 	t.Helper()
 	nftest.Require(t, "ip", "nft")
 	ns := nftest.NewNS(t)
-	f, err := Open(testConfig(cfg), slog.New(slog.DiscardHandler), WithNetNS(ns.Fd()))
+	f, err := Open(testConfig(cfg), slog.New(slog.DiscardHandler), append([]Option{WithNetNS(ns.Fd())}, opts...)...)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -313,29 +313,55 @@ func remaining(t *testing.T, f enforcer.Firewall, a netip.Addr) time.Duration {
 }
 
 func TestNFTablesReAddRefreshesTimeout(t *testing.T) {
-	_, f := openNS(t, enforcer.NFTablesConfig{})
-	ctx := context.Background()
-	for _, a := range []netip.Addr{addr("192.0.2.10"), addr("2001:db8::10")} {
-		for _, step := range []struct {
-			timeout  time.Duration
-			wait     time.Duration
-			min, max time.Duration
-		}{
-			{10 * time.Second, 0, 9 * time.Second, 10 * time.Second},
-			{time.Hour, 0, 59 * time.Minute, time.Hour},               // longer
-			{20 * time.Second, 0, 19 * time.Second, 20 * time.Second}, // shorter again
-			// The same timeout again restarts the clock; a plain re-add
-			// would leave 18.5s on Linux 6.18.
-			{20 * time.Second, 1500 * time.Millisecond, 19 * time.Second, 20 * time.Second},
-		} {
-			time.Sleep(step.wait)
-			if err := f.Add(ctx, []enforcer.Element{{Addr: a, Timeout: step.timeout}}); err != nil {
-				t.Fatalf("Add(%v, %v): %v", a, step.timeout, err)
+	// The kernel's own timeout update where it has one, and the delete and
+	// re-add that older kernels need, which work everywhere.
+	modes := []struct {
+		name string
+		on   bool
+	}{{"delete and add", false}}
+	if timeoutUpdateSupported() {
+		modes = append(modes, struct {
+			name string
+			on   bool
+		}{"timeout update", true})
+	}
+	for _, mode := range modes {
+		t.Run(mode.name, func(t *testing.T) {
+			t.Parallel()
+			_, f := openNS(t, enforcer.NFTablesConfig{}, withTimeoutUpdate(mode.on))
+			ctx := context.Background()
+			for _, a := range []netip.Addr{addr("192.0.2.10"), addr("2001:db8::10")} {
+				for i, step := range []struct {
+					timeout  time.Duration
+					wait     time.Duration
+					min, max time.Duration
+				}{
+					{10 * time.Second, 0, 9 * time.Second, 10 * time.Second},
+					{time.Hour, 0, 59 * time.Minute, time.Hour},               // longer
+					{20 * time.Second, 0, 19 * time.Second, 20 * time.Second}, // shorter again
+					// The same timeout again restarts the clock; a plain re-add
+					// would leave 18.5s on Linux 6.18.
+					{20 * time.Second, 1500 * time.Millisecond, 19 * time.Second, 20 * time.Second},
+				} {
+					time.Sleep(step.wait)
+					if err := f.Add(ctx, []enforcer.Element{{Addr: a, Timeout: step.timeout, Refresh: i > 0}}); err != nil {
+						t.Fatalf("Add(%v, %v): %v", a, step.timeout, err)
+					}
+					if got := remaining(t, f, a); got < step.min || got > step.max {
+						t.Errorf("after Add(%v, %v): %v left, want %v..%v", a, step.timeout, got, step.min, step.max)
+					}
+				}
 			}
-			if got := remaining(t, f, a); got < step.min || got > step.max {
-				t.Errorf("after Add(%v, %v): %v left, want %v..%v", a, step.timeout, got, step.min, step.max)
+			// Refreshing an element that is not there (expired, deleted
+			// behind wormgate's back) must still add it.
+			gone := addr("192.0.2.13")
+			if err := f.Add(ctx, []enforcer.Element{{Addr: gone, Timeout: time.Minute, Refresh: true}}); err != nil {
+				t.Fatalf("refresh of an absent element: %v", err)
 			}
-		}
+			if got := remaining(t, f, gone); got < 59*time.Second {
+				t.Errorf("refreshed absent element: %v left, want about 1m", got)
+			}
+		})
 	}
 }
 

@@ -3,8 +3,6 @@ package nft
 // Option adjusts Open.
 type Option func(*options)
 
-type options struct{ netnsFd int }
-
 // WithNetNS makes the firewall work in the network namespace open at fd
 // instead of the current one; tests use it.
 func WithNetNS(fd int) Option { return func(o *options) { o.netnsFd = fd } }
