@@ -3,10 +3,13 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -153,4 +156,107 @@ func benchAddr(i int) netip.Addr {
 	j := (i / 2) % (3 * 256)
 	n := nets[j/256]
 	return netip.AddrFrom4([4]byte{n[0], n[1], n[2], byte(j)})
+}
+
+// BenchmarkBulkToKernel sends 100,000 reject pairs from distinct clients
+// (2001:db8:100::/48) over one syslog TCP connection to the real binary in
+// a namespace, with the new-ban rate limit lifted and the durable record
+// on, and measures until every ban is in the kernel: the daemon's
+// firewall has nothing pending and holds them all, and `nft` then counts
+// them in the set. In the same run it loads the same 100,000 timed
+// elements with `nft -f` into a fresh table. Each op is one of each; the
+// medians are reported. Run with -benchtime=5x.
+func BenchmarkBulkToKernel(b *testing.B) {
+	nftest.Require(b, "ip", "nft")
+	const n = 100_000
+	addrs := make([]netip.Addr, n)
+	var payload []byte
+	for i := range n {
+		addrs[i] = netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0x01, 0x00, 12: byte(i >> 24), 13: byte(i >> 16), 14: byte(i >> 8), 15: byte(i)})
+		payload = append(payload, lfFrames(pairLines(traditional, fmt.Sprintf("EF%08X", i+1), addrs[i].String()))...)
+	}
+	var nftFile strings.Builder
+	nftFile.WriteString("add element inet wormgate blocked6 { ")
+	for i, a := range addrs {
+		if i > 0 {
+			nftFile.WriteString(", ")
+		}
+		nftFile.WriteString(a.String() + " timeout 1d")
+	}
+	nftFile.WriteString(" }\n")
+	elemFile := filepath.Join(b.TempDir(), "elements.nft")
+	if err := os.WriteFile(elemFile, []byte(nftFile.String()), 0o600); err != nil {
+		b.Fatal(err)
+	}
+
+	var wg, nf []time.Duration
+	for b.Loop() {
+		b.StopTimer()
+		gw := nftest.NewNS(b)
+		d := startDaemon(b, gw, "--config", stateDirConfig(b, "max_new_bans_per_second: 1000000"))
+		c, err := gw.Dial(context.Background(), "tcp", "127.0.0.1:514")
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		start := time.Now()
+		if _, err := c.Write(payload); err != nil {
+			b.Fatal(err)
+		}
+		for {
+			st := d.status(b)
+			if st.BansActive == n && st.Enforcer.Pending == 0 {
+				break
+			}
+			if time.Since(start) > time.Minute {
+				b.Fatalf("after 1m: %d bans, %d pending", st.BansActive, st.Enforcer.Pending)
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		wg = append(wg, time.Since(start))
+		b.StopTimer()
+		c.Close()
+		if got := strings.Count(gw.Run(b, "nft", "list", "set", "inet", "wormgate", "blocked6"), "expires"); got != n {
+			b.Fatalf("%d elements in the kernel set, want %d", got, n)
+		}
+
+		// nft -f of the same elements into a fresh table of the same shape.
+		fresh := nftest.NewNS(b)
+		fresh.Run(b, "nft", "add table inet wormgate; add set inet wormgate blocked6 { type ipv6_addr; flags timeout; }")
+		b.StartTimer()
+		start = time.Now()
+		fresh.Run(b, "nft", "-f", elemFile)
+		nf = append(nf, time.Since(start))
+	}
+	b.StopTimer()
+	med := func(ds []time.Duration) time.Duration { s := slices.Clone(ds); slices.Sort(s); return s[len(s)/2] }
+	b.ReportMetric(float64(med(wg).Milliseconds()), "wormgate-ms")
+	b.ReportMetric(float64(med(nf).Milliseconds()), "nft-f-ms")
+	b.ReportMetric(float64(med(nf))/float64(med(wg)), "nft/wormgate")
+	b.Logf("100k reject pairs over TCP to all in the kernel: %v (median of %d); nft -f of the same elements: %v", med(wg), len(wg), med(nf))
+	if med(wg) >= med(nf) {
+		b.Errorf("wormgate (%v) is not faster than nft -f (%v)", med(wg), med(nf))
+	}
+}
+
+type statusReply struct {
+	BansActive int `json:"bans_active"`
+	Enforcer   struct {
+		Pending int `json:"pending"`
+	} `json:"enforcer"`
+}
+
+// status reads /api/v1/status.
+func (d *daemon) status(t testing.TB) statusReply {
+	t.Helper()
+	resp, err := d.client.Get("http://127.0.0.1:9514/api/v1/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st statusReply
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatal(err)
+	}
+	return st
 }

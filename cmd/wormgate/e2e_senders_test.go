@@ -83,7 +83,9 @@ func TestServeSenderIdentity(t *testing.T) {
 	}
 }
 
-func appendFile(t *testing.T, path, body string) {
+func appendFile(t *testing.T, path, body string) { appendFileTB(t, path, body) }
+
+func appendFileTB(t testing.TB, path, body string) {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {

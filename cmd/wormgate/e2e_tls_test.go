@@ -166,7 +166,7 @@ func waitCounter(t *testing.T, d *daemon, key string, want float64) {
 	}
 }
 
-func writeFile(t *testing.T, path, body string) {
+func writeFile(t testing.TB, path, body string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
 		t.Fatal(err)

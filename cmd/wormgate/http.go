@@ -93,7 +93,7 @@ func (s *status) apiStatus(w http.ResponseWriter, r *http.Request) {
 			"udp": addrs(s.rcv.UDPAddrs()), "tcp": addrs(s.rcv.TCPAddrs()), "tls": addrs(s.rcv.TLSAddrs()),
 		},
 		"rules":       rules,
-		"bans_active": len(s.enf.Bans()),
+		"bans_active": s.enf.ActiveCount(),
 		"counters":    s.counters(),
 	})
 }
