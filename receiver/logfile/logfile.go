@@ -42,7 +42,8 @@ type Options struct {
 	Location *time.Location
 }
 
-// Line is one line of a file. It is reused by the next call of Next.
+// Line is one line of a file. Its Text is only valid until the next call
+// of Next.
 type Line struct {
 	// No counts lines from 1.
 	No int
@@ -68,8 +69,9 @@ type File struct {
 	closers []io.Closer
 	loc     *time.Location
 	// ref anchors the year of the next RFC 3164 stamp.
-	ref  time.Time
-	line Line
+	ref time.Time
+	// lineNo is the number of the line Next returned last.
+	lineNo int
 	// err is returned by the next call of Next: a read error that came
 	// with the last bytes of the file is held until they are used.
 	err error
@@ -177,12 +179,14 @@ func (f *File) Close() error {
 	return errors.Join(errs...)
 }
 
-// Next reads the next line. It returns io.EOF after the last line; any
-// other error is the file's and ends it. A line that is not a Message is
-// no error of Next's: Line.Err says why.
-func (f *File) Next() (*Line, error) {
+// Next reads the next line into l. It returns io.EOF after the last line;
+// any other error is the file's and ends it. A line that is not a Message
+// is no error of Next's: l.Err says why. The caller owns l, so that it can
+// live on the caller's stack: returning a Line or keeping it in f costs
+// copies or write barriers on every line of a replay.
+func (f *File) Next(l *Line) error {
 	if f.err != nil {
-		return nil, f.err
+		return f.err
 	}
 	text, err := f.br.ReadSlice('\n')
 	if errors.Is(err, bufio.ErrBufferFull) {
@@ -191,22 +195,22 @@ func (f *File) Next() (*Line, error) {
 			_, err = f.br.ReadSlice('\n')
 		}
 		f.hold(err)
-		f.line = Line{No: f.line.No + 1, Err: ErrLineTooLong}
-		return &f.line, nil
-	}
-	if len(text) == 0 {
-		f.hold(err)
-		return nil, f.err
+		f.lineNo++
+		*l = Line{No: f.lineNo, Err: ErrLineTooLong}
+		return nil
 	}
 	f.hold(err)
-	f.line.No++
-	f.line.Text = syslog.TrimEnd(text)
-	f.line.Msg, f.line.Err = syslog.Parse(f.line.Text, f.ref, f.loc)
-	if f.line.Err == nil {
-		f.line.Msg.Transport = "file"
-		f.ref = f.line.Msg.Time
+	if len(text) == 0 {
+		return f.err
 	}
-	return &f.line, nil
+	f.lineNo++
+	l.No, l.Text = f.lineNo, syslog.TrimEnd(text)
+	l.Msg, l.Err = syslog.Parse(l.Text, f.ref, f.loc)
+	if l.Err == nil {
+		l.Msg.Transport = "file"
+		f.ref = l.Msg.Time
+	}
+	return nil
 }
 
 func (f *File) hold(err error) {

@@ -56,8 +56,9 @@ type got struct {
 func readAll(t *testing.T, f *File) []got {
 	t.Helper()
 	var out []got
+	var l Line
 	for {
-		l, err := f.Next()
+		err := f.Next(&l)
 		if errors.Is(err, io.EOF) {
 			return out
 		}
@@ -242,8 +243,9 @@ func TestReadError(t *testing.T) {
 		t.Fatal(err)
 	}
 	lines := 0
+	var l Line
 	for {
-		_, err = f.Next()
+		err = f.Next(&l)
 		if err != nil {
 			break
 		}
