@@ -49,7 +49,8 @@ type Hit struct {
 	Kind    matcher.Kind `json:"kind"`
 	Host    string       `json:"host"`
 	QueueID string       `json:"queue_id,omitempty"`
-	// Count is policy.Decision.HitsInWindow.
+	// Count is the policy's own HitsInWindow, not a second count that
+	// could disagree with what it decided; it stops at Threshold.
 	Count     int            `json:"count"`
 	Threshold int            `json:"threshold"`
 	Window    time.Duration  `json:"window"`

@@ -35,7 +35,7 @@ type Options struct {
 	// Stdin is read for the name "-".
 	Stdin io.Reader
 	// Now anchors the year of standard input, which has no modification
-	// time.
+	// time; zero means the clock's, since year 1 would be no anchor.
 	Now time.Time
 	// Location is the zone of stamps that name none; nil means local
 	// time, as rsyslog writes them.
@@ -108,6 +108,9 @@ func OpenAll(names []string, opt Options) ([]*File, error) {
 
 // Open opens one file; "-" is opt.Stdin.
 func Open(name string, opt Options) (*File, error) {
+	if opt.Now.IsZero() {
+		opt.Now = time.Now()
+	}
 	if name == StdinName {
 		if opt.Stdin == nil {
 			return nil, fmt.Errorf("open %s: %w", name, os.ErrNotExist)
