@@ -1,33 +1,42 @@
 package main
 
 import (
+	"net/netip"
 	"os"
 	"testing"
+	"time"
+
+	"github.com/wormgate/wormgate/receiver/logfile"
 )
 
 // BenchmarkCheckFile replays the file named by $WORMGATE_BENCH_LOG (e.g.
-// one written by `go run ./cmd/wormgate/bench`) through check, for
+// one written by `go run ./cmd/wormgate/bench`) the way check does, for
 // profiling with -cpuprofile; check-bench.sh measures the binary itself.
 func BenchmarkCheckFile(b *testing.B) {
 	path := os.Getenv("WORMGATE_BENCH_LOG")
 	if path == "" {
 		b.Skip("set WORMGATE_BENCH_LOG to a mail log")
 	}
+	var lines int
 	for b.Loop() {
-		c, err := newChecker(defaultConfig())
+		r, err := newReplay(defaultConfig(), netip.Addr{})
 		if err != nil {
 			b.Fatal(err)
 		}
-		srcs, err := openSources([]string{path}, nil)
+		files, err := logfile.OpenAll([]string{path}, logfile.Options{Now: time.Now()})
 		if err != nil {
 			b.Fatal(err)
 		}
-		for _, src := range srcs {
-			if err := c.scan(src); err != nil {
+		for _, f := range files {
+			if err := r.Scan(f); err != nil {
 				b.Fatal(err)
 			}
-			src.close()
+			if err := f.Close(); err != nil {
+				b.Fatal(err)
+			}
 		}
-		b.ReportMetric(float64(c.lines), "lines/op")
+		lines = r.Counts().Lines
 	}
+	b.ReportMetric(float64(lines), "lines/op")
+	b.ReportMetric(float64(lines)*float64(b.N)/b.Elapsed().Seconds(), "lines/s")
 }

@@ -107,8 +107,8 @@ func TestExampleLoads(t *testing.T) {
 	if got, want := len(cfg.Enforcer.NeverBlock), 6; got != want {
 		t.Errorf("example never_block has %d prefixes, want %d", got, want)
 	}
-	if _, err := newChecker(cfg); err != nil {
-		t.Errorf("newChecker(example) = %v", err)
+	if _, err := newReplay(cfg, netip.Addr{}); err != nil {
+		t.Errorf("newReplay(example) = %v", err)
 	}
 }
 

@@ -46,10 +46,16 @@ const (
 var verdictNames = [...]string{"counted", "ban", "extend", "never_block", "dry_run", "unknown_rule"}
 
 func (v Verdict) String() string {
-	if int(v) < len(verdictNames) {
+	if v >= 0 && int(v) < len(verdictNames) {
 		return verdictNames[v]
 	}
 	return fmt.Sprintf("verdict(%d)", int(v))
+}
+
+// MarshalText makes JSON and structured logs carry the name, not a number
+// that changes if the list ever does.
+func (v Verdict) MarshalText() ([]byte, error) {
+	return []byte(v.String()), nil
 }
 
 // Ban is a decision to block Addr for Duration, starting at Start.
@@ -90,13 +96,24 @@ type ruleHits struct {
 // maxHostsPerOffender bounds the reporting-host list of one offender.
 const maxHostsPerOffender = 16
 
-// Decision is the result of one Observe.
+// Decision is the result of one Observe, with what it was decided on, so
+// that `wormgate check --explain` shows the policy's own count instead of
+// keeping a second one that could drift from it.
 type Decision struct {
 	Verdict Verdict
 	// Ban is set for VerdictBan, VerdictExtend and VerdictDryRun.
 	Ban Ban
 	// Prefix is the matching never-block prefix for VerdictNeverBlock.
 	Prefix netip.Prefix
+	// HitsInWindow counts the rule's hits by the address inside Window,
+	// this one included. The policy remembers at most Threshold of them
+	// (bounded memory), so it never exceeds Threshold. Zero for
+	// VerdictNeverBlock and VerdictUnknownRule, which count nothing.
+	HitsInWindow int
+	// Threshold and Window are the rule's; zero for VerdictNeverBlock and
+	// VerdictUnknownRule.
+	Threshold int
+	Window    time.Duration
 }
 
 // Policy decides from offenses who is banned. It takes time from the
@@ -206,7 +223,7 @@ func (p *Policy) Observe(off matcher.Offense) Decision {
 	}
 	o.recent[ri].hits = hits
 	if len(hits) < rp.Threshold {
-		return Decision{Verdict: VerdictCounted}
+		return Decision{Verdict: VerdictCounted, HitsInWindow: len(hits), Threshold: rp.Threshold, Window: rp.Window}
 	}
 
 	d := rp.BanFor
@@ -221,19 +238,20 @@ func (p *Policy) Observe(off matcher.Offense) Decision {
 	}
 	d = p.escalate(d, level)
 	ban := Ban{Addr: addr, Rule: off.Rule, Start: off.Time, Duration: d, Until: off.Time.Add(d), Hits: o.Hits}
+	dec := Decision{Verdict: VerdictDryRun, Ban: ban, HitsInWindow: len(hits), Threshold: rp.Threshold, Window: rp.Window}
 	if rp.DryRun {
-		return Decision{Verdict: VerdictDryRun, Ban: ban}
+		return dec
 	}
-	verdict := VerdictBan
+	dec.Verdict = VerdictBan
 	if banned {
-		verdict = VerdictExtend
+		dec.Verdict = VerdictExtend
 	} else {
 		o.Bans++
 	}
 	if ban.Until.After(o.BannedUntil) {
 		o.BannedUntil = ban.Until
 	}
-	return Decision{Verdict: verdict, Ban: ban}
+	return dec
 }
 
 // escalate multiplies d by the factor once per earlier ban, up to

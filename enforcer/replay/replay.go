@@ -1,0 +1,221 @@
+package replay
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/wormgate/wormgate/enforcer/policy"
+	"github.com/wormgate/wormgate/matcher"
+	"github.com/wormgate/wormgate/receiver/logfile"
+	"github.com/wormgate/wormgate/receiver/syslog"
+)
+
+// Config is what a replay decides with: the daemon's matcher and policy
+// configuration.
+type Config struct {
+	Matcher matcher.Config
+	Policy  policy.Config
+	// Rules is the policy's view of the matcher's rules.
+	Rules map[string]policy.RulePolicy
+	// Explain, if valid, keeps every offense of this address as a Hit.
+	Explain netip.Addr
+}
+
+// Ban is one address that would be banned.
+type Ban struct {
+	Addr netip.Addr `json:"addr"`
+	Rule string     `json:"rule"`
+	// Hits counts the address's offenses under every rule.
+	Hits  int       `json:"hits"`
+	First time.Time `json:"first"`
+	Last  time.Time `json:"last"`
+	// Banned is when the threshold was first reached.
+	Banned time.Time `json:"banned"`
+	Until  time.Time `json:"until"`
+}
+
+// Hit is one offense of the explained address and what the policy made
+// of it.
+type Hit struct {
+	File    string       `json:"file"`
+	Line    int          `json:"line"`
+	Time    time.Time    `json:"time"`
+	Rule    string       `json:"rule"`
+	Kind    matcher.Kind `json:"kind"`
+	Host    string       `json:"host"`
+	QueueID string       `json:"queue_id,omitempty"`
+	// Count is the policy's own HitsInWindow, not a second count that
+	// could disagree with what it decided; it stops at Threshold.
+	Count     int            `json:"count"`
+	Threshold int            `json:"threshold"`
+	Window    time.Duration  `json:"window"`
+	Verdict   policy.Verdict `json:"verdict"`
+	// Until is the end of the ban for ban, extend and dry_run.
+	Until time.Time `json:"until,omitzero"`
+	// Prefix is the never-block prefix that protected the address.
+	Prefix netip.Prefix `json:"prefix,omitzero"`
+	Text   string       `json:"text"`
+}
+
+// Counts is what was read and decided, for the summary.
+type Counts struct {
+	Files int
+	// Lines counts every line, including the ones below.
+	Lines      int
+	Unparsable int
+	TooLong    int
+	Offenses   int
+	NeverBlock int
+	DryRun     int
+	// OffensesByRule and BansByRule are keyed by rule name.
+	OffensesByRule map[string]int
+	BansByRule     map[string]int
+}
+
+// Replay is one run of check. It is not safe for concurrent use.
+type Replay struct {
+	m       *matcher.Matcher
+	policy  *policy.Policy
+	explain netip.Addr
+
+	bans map[netip.Addr]*Ban
+	// order is the bans' insertion order, which breaks ties of Banned.
+	order []netip.Addr
+	hits  []Hit
+	n     Counts
+	// offs is reused for every message: Match appends to it.
+	offs []matcher.Offense
+}
+
+// New builds a replay from a validated configuration.
+func New(cfg Config) (*Replay, error) {
+	m, err := matcher.New(cfg.Matcher)
+	if err != nil {
+		return nil, fmt.Errorf("new replay: %w", err)
+	}
+	p, err := policy.NewPolicy(cfg.Policy, cfg.Rules)
+	if err != nil {
+		return nil, fmt.Errorf("new replay: %w", err)
+	}
+	explain := cfg.Explain
+	if explain.IsValid() {
+		explain = explain.Unmap().WithZone("")
+	}
+	return &Replay{
+		m: m, policy: p, explain: explain,
+		bans: make(map[netip.Addr]*Ban),
+		n:    Counts{OffensesByRule: make(map[string]int), BansByRule: make(map[string]int)},
+	}, nil
+}
+
+// Scan replays f to its end. Files must be scanned in time order (as
+// logfile.OpenAll orders them): a queue's client= record may sit in the
+// file before the one with its reject.
+func (r *Replay) Scan(f *logfile.File) error {
+	r.n.Files++
+	var l logfile.Line
+	for {
+		err := f.Next(&l)
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("scan: %w", err)
+		}
+		r.line(f.Name, &l)
+	}
+}
+
+func (r *Replay) line(file string, l *logfile.Line) {
+	r.n.Lines++
+	if l.Err != nil {
+		switch {
+		case errors.Is(l.Err, logfile.ErrLineTooLong):
+			r.n.TooLong++
+		case errors.Is(l.Err, syslog.ErrEmpty):
+		default:
+			r.n.Unparsable++
+		}
+		return
+	}
+	r.offs = r.m.Match(r.offs[:0], l.Msg)
+	for _, o := range r.offs {
+		r.n.Offenses++
+		r.n.OffensesByRule[o.Rule]++
+		d := r.observe(o)
+		if r.explain.IsValid() && o.Addr.Unmap() == r.explain {
+			r.hits = append(r.hits, hit(file, l, o, d))
+		}
+	}
+}
+
+func (r *Replay) observe(o matcher.Offense) policy.Decision {
+	d := r.policy.Observe(o)
+	switch d.Verdict {
+	case policy.VerdictDryRun:
+		r.n.DryRun++
+	case policy.VerdictNeverBlock:
+		r.n.NeverBlock++
+	}
+	bans := d.Verdict == policy.VerdictBan || d.Verdict == policy.VerdictExtend
+	if b, ok := r.bans[o.Addr.Unmap()]; ok {
+		b.Hits++
+		b.Last = o.Time
+		if bans {
+			b.Until = d.Ban.Until
+		}
+		return d
+	}
+	if bans {
+		off, _ := r.policy.Offender(d.Ban.Addr)
+		r.bans[d.Ban.Addr] = &Ban{
+			Addr: d.Ban.Addr, Rule: d.Ban.Rule, Hits: off.Hits,
+			First: off.FirstSeen, Last: o.Time, Banned: o.Time, Until: d.Ban.Until,
+		}
+		r.order = append(r.order, d.Ban.Addr)
+		r.n.BansByRule[d.Ban.Rule]++
+	}
+	return d
+}
+
+func hit(file string, l *logfile.Line, o matcher.Offense, d policy.Decision) Hit {
+	h := Hit{
+		File: file, Line: l.No, Time: o.Time, Rule: o.Rule, Kind: o.Kind,
+		Host: o.Host, QueueID: o.QueueID, Count: d.HitsInWindow, Threshold: d.Threshold,
+		Window: d.Window, Verdict: d.Verdict, Prefix: d.Prefix, Text: string(l.Text),
+	}
+	switch d.Verdict {
+	case policy.VerdictBan, policy.VerdictExtend, policy.VerdictDryRun:
+		h.Until = d.Ban.Until
+	}
+	return h
+}
+
+// Bans returns the would-be bans in the order they started.
+func (r *Replay) Bans() []Ban {
+	bans := make([]Ban, 0, len(r.order))
+	for _, a := range r.order {
+		bans = append(bans, *r.bans[a])
+	}
+	slices.SortStableFunc(bans, func(a, b Ban) int { return a.Banned.Compare(b.Banned) })
+	return bans
+}
+
+// Explained returns the address Config.Explain asked about, normalised,
+// and its hits in log order.
+func (r *Replay) Explained() (netip.Addr, []Hit) {
+	return r.explain, slices.Clone(r.hits)
+}
+
+// Counts returns what was read and decided so far.
+func (r *Replay) Counts() Counts {
+	c := r.n
+	c.OffensesByRule = maps.Clone(r.n.OffensesByRule)
+	c.BansByRule = maps.Clone(r.n.BansByRule)
+	return c
+}

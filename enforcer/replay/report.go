@@ -1,0 +1,140 @@
+package replay
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/wormgate/wormgate/enforcer/policy"
+	"github.com/wormgate/wormgate/matcher"
+)
+
+// WriteBans writes one line per would-be ban, in the order they started:
+// address, rule, hits, first and last offense, tab-separated; or, with
+// asJSON, one Ban object per line.
+func (r *Replay) WriteBans(out io.Writer, asJSON bool) error {
+	w := bufio.NewWriter(out)
+	enc := json.NewEncoder(w)
+	for _, b := range r.Bans() {
+		if asJSON {
+			if err := enc.Encode(b); err != nil {
+				return fmt.Errorf("write bans: %w", err)
+			}
+			continue
+		}
+		fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\n", b.Addr, b.Rule, b.Hits,
+			b.First.Format(time.RFC3339), b.Last.Format(time.RFC3339))
+	}
+	if err := w.Flush(); err != nil {
+		return fmt.Errorf("write bans: %w", err)
+	}
+	return nil
+}
+
+// WriteExplain writes whether the explained address would be banned and
+// then every line that counted against it, with the policy's reading of
+// it; or, with asJSON, one Hit object per line.
+func (r *Replay) WriteExplain(out io.Writer, asJSON bool) error {
+	w := bufio.NewWriter(out)
+	if asJSON {
+		enc := json.NewEncoder(w)
+		for _, h := range r.hits {
+			if err := enc.Encode(h); err != nil {
+				return fmt.Errorf("write explanation: %w", err)
+			}
+		}
+	} else {
+		r.writeExplainText(w)
+	}
+	if err := w.Flush(); err != nil {
+		return fmt.Errorf("write explanation: %w", err)
+	}
+	return nil
+}
+
+func (r *Replay) writeExplainText(w io.Writer) {
+	b, banned := r.bans[r.explain]
+	switch {
+	case len(r.hits) == 0:
+		fmt.Fprintf(w, "%s: no offenses\n", r.explain)
+		return
+	case banned:
+		fmt.Fprintf(w, "%s: banned by %s at %s until %s; %d offenses\n", r.explain, b.Rule,
+			b.Banned.Format(time.RFC3339), b.Until.Format(time.RFC3339), len(r.hits))
+	default:
+		fmt.Fprintf(w, "%s: not banned; %d offenses\n", r.explain, len(r.hits))
+	}
+	for _, h := range r.hits {
+		var what string
+		switch h.Verdict {
+		case policy.VerdictBan, policy.VerdictExtend, policy.VerdictDryRun:
+			what = fmt.Sprintf("%s: threshold %d within %s reached, until %s", h.Verdict, h.Threshold, h.Window, h.Until.Format(time.RFC3339))
+		case policy.VerdictCounted:
+			what = fmt.Sprintf("hit %d of %d within %s", h.Count, h.Threshold, h.Window)
+		case policy.VerdictNeverBlock:
+			what = fmt.Sprintf("%s (%s)", h.Verdict, h.Prefix)
+		default:
+			what = h.Verdict.String()
+		}
+		qid := ""
+		if h.QueueID != "" {
+			qid = " " + h.QueueID
+		}
+		fmt.Fprintf(w, "%s:%d: %s %s (%s%s): %s\n\t%s\n", h.File, h.Line, h.Time.Format(time.RFC3339), h.Rule, h.Kind, qid, what, h.Text)
+	}
+}
+
+// WriteSummary writes what was read and decided, in lines that start with
+// "check: " (it goes to standard error, next to the command's errors).
+// elapsed is the time the scans took.
+func (r *Replay) WriteSummary(out io.Writer, elapsed time.Duration) error {
+	w := bufio.NewWriter(out)
+	st := r.m.Stats()
+	n := r.n
+	rate := float64(n.Lines) / max(elapsed.Seconds(), 1e-9)
+	fmt.Fprintf(w, "check: %d lines in %d files (%d unparsable, %d too long) in %s, %.0f lines/s\n",
+		n.Lines, n.Files, n.Unparsable, n.TooLong, elapsed.Round(time.Millisecond), rate)
+	var events, unattributed []string
+	var nUn uint64
+	for _, k := range matcher.Kinds() {
+		if c := st.Events[k]; c > 0 {
+			events = append(events, fmt.Sprintf("%s=%d", k, c))
+		}
+		if c := st.Unattributed[k]; c > 0 {
+			unattributed = append(unattributed, fmt.Sprintf("%s=%d", k, c))
+			nUn += c
+		}
+	}
+	fmt.Fprintf(w, "check: events by kind: %s\n", orNone(events))
+	fmt.Fprintf(w, "check: %d unattributed events (no client= record for the queue ID): %s\n", nUn, orNone(unattributed))
+	fmt.Fprintf(w, "check: %d offenses by rule: %s\n", n.Offenses, countsByRule(n.OffensesByRule))
+	fmt.Fprintf(w, "check: %d bans by rule: %s; %d never-block, %d dry-run\n", len(r.order), countsByRule(n.BansByRule), n.NeverBlock, n.DryRun)
+	if err := w.Flush(); err != nil {
+		return fmt.Errorf("write summary: %w", err)
+	}
+	return nil
+}
+
+func countsByRule(m map[string]int) string {
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	parts := make([]string, len(names))
+	for i, n := range names {
+		parts[i] = fmt.Sprintf("%s=%d", n, m[n])
+	}
+	return orNone(parts)
+}
+
+func orNone(parts []string) string {
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, " ")
+}
