@@ -60,6 +60,7 @@ type Matcher struct {
 	// Owned by the goroutine that calls Match.
 	queue  *simplelru.LRU[queueKey, netip.Addr]
 	intern map[string]string
+	texts  textCache
 
 	events       [numKinds]atomic.Uint64
 	matched      [numKinds]atomic.Uint64
@@ -283,14 +284,23 @@ func (m *Matcher) evaluate(dst []Offense, ki int, msg syslog.Message, qid string
 	if kinds[ki].adminText() {
 		subject = adminText(subject)
 	}
-	for _, r := range rs.byKind[ki] {
+	var bits uint64
+	cached := kinds[ki].adminText() && len(rs.byKind[ki]) <= 64
+	if cached {
+		bits = m.texts.patterns(rs, ki, subject)
+	}
+	for i, r := range rs.byKind[ki] {
 		if len(r.Hosts) > 0 && !slices.Contains(r.Hosts, msg.Host) {
 			continue
 		}
 		if !r.Program.empty() && !r.Program.MatchString(msg.Program) {
 			continue
 		}
-		if !r.Pattern.MatchString(subject) {
+		if cached {
+			if bits&(1<<i) == 0 {
+				continue
+			}
+		} else if !r.Pattern.MatchString(subject) {
 			continue
 		}
 		if !addr.IsValid() {
@@ -361,4 +371,45 @@ func (m *Matcher) internString(s string) string {
 	v := strings.Clone(s)
 	m.intern[v] = v
 	return v
+}
+
+// maxTexts bounds the administrator's texts remembered by textCache; past
+// it the cache starts afresh.
+const maxTexts = 1024
+
+// textCache remembers which of a kind's rule patterns match an
+// administrator's text (the tail of a cleanup line): an outbreak repeats
+// a handful of header_checks texts thousands of times, and a pattern costs
+// far more than a map lookup. It belongs to the goroutine that calls
+// Match and is dropped with the rule set it was computed for.
+type textCache struct {
+	rs *ruleSet
+	m  map[textKey]uint64
+}
+
+type textKey struct {
+	ki   int
+	text string
+}
+
+// patterns returns bit i set when rs.byKind[ki][i].Pattern matches text.
+func (c *textCache) patterns(rs *ruleSet, ki int, text string) uint64 {
+	if c.rs != rs {
+		c.rs, c.m = rs, make(map[textKey]uint64)
+	}
+	if bits, ok := c.m[textKey{ki, text}]; ok {
+		return bits
+	}
+	var bits uint64
+	for i, r := range rs.byKind[ki] {
+		if r.Pattern.MatchString(text) {
+			bits |= 1 << i
+		}
+	}
+	if len(c.m) >= maxTexts {
+		clear(c.m)
+	}
+	// The key outlives the message: do not pin the whole line.
+	c.m[textKey{ki, strings.Clone(text)}] = bits
+	return bits
 }

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"sync"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 // TestQueueTableBounded feeds a million client= records whose messages
@@ -119,5 +121,42 @@ func TestConcurrentReload(t *testing.T) {
 	// Six content offenses and one relay-probing hit per round.
 	if total != 200*7 {
 		t.Errorf("offenses = %d, want %d", total, 200*7)
+	}
+}
+
+// TestTextCache: the remembered pattern results of administrator texts
+// follow a reload, and a flood of distinct texts (past the cache's bound)
+// is still judged text by text.
+func TestTextCache(t *testing.T) {
+	m := newMatcher(t, testConfig())
+	reject := func(i int, text string) []Offense {
+		qid := fmt.Sprintf("%010X", 0xA000000000+i)
+		offs := m.Match(nil, msgAt(smtpd, qid+": client=unknown[203.0.113.66]"))
+		return m.Match(offs, msgAt(cleanup, qid+": reject: body x from unknown[203.0.113.66]"+tail+": "+text))
+	}
+	rules := func(offs []Offense) []string {
+		var out []string
+		for _, o := range offs {
+			out = append(out, o.Rule)
+		}
+		return out
+	}
+	if diff := cmp.Diff([]string{"worm-signature"}, rules(reject(0, "5.7.1 W32 worm"))); diff != "" {
+		t.Errorf("before reload (-want +got):\n%s", diff)
+	}
+	if err := m.SetRules(completeRules([]Rule{{Name: "mankx", Kinds: []Kind{KindCleanupReject}, Pattern: MustRegexp(`W32 worm`)}})); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"mankx"}, rules(reject(1, "5.7.1 W32 worm"))); diff != "" {
+		t.Errorf("after reload (-want +got):\n%s", diff)
+	}
+	for i := range 3 * maxTexts {
+		text := fmt.Sprintf("5.7.1 text %d", i)
+		if i%7 == 0 {
+			text += " W32 worm"
+		}
+		if got, want := len(reject(i+2, text)), map[bool]int{true: 1, false: 0}[i%7 == 0]; got != want {
+			t.Fatalf("text %q: %d offenses, want %d", text, got, want)
+		}
 	}
 }
