@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"math"
 	"net/netip"
 	"slices"
@@ -43,10 +42,12 @@ const (
 	startAttempts = 5
 )
 
-// Enforcer is the live side of the policy: it keeps the record of active
-// bans (the source of truth; the kernel is only read back to audit) and is
-// the only writer of the firewall. With a Store, every batch is committed
-// to disk before it is written to the kernel.
+// Enforcer is the live side of the policy: it keeps the active bans in
+// memory (the source of truth; the kernel is only read back to audit) and
+// is the only writer of the firewall. With a Store it also keeps a durable
+// record, written behind the kernel: a ban never waits for the disk, and
+// a record that fell behind (a crash, a full or hung disk) is made whole
+// from the kernel at the next start (see start).
 type Enforcer struct {
 	log       *slog.Logger
 	fw        Firewall
@@ -60,19 +61,31 @@ type Enforcer struct {
 	auditEvery     time.Duration
 
 	kick        chan struct{}
+	banLog      logLimiter
 	ready       atomic.Bool
 	needRestore atomic.Bool
 	restores    atomic.Uint64
-	// wmu orders firewall and store writes, so an unban can never be
+	// wmu orders firewall writes, so that a deletion can never be
 	// overtaken by an add of the same address that was already on its way.
 	wmu sync.Mutex
+	// rmu orders record commits.
+	rmu     sync.Mutex
+	recKick chan struct{}
 
 	mu     sync.Mutex
 	policy *policy.Policy
 	active map[netip.Addr]policy.Ban
-	// pending are the bans to write to the kernel; the value is true for
-	// a refresh, when the kernel holds an earlier write of the ban.
-	pending map[netip.Addr]bool
+	// pending are the bans to write to the kernel, with what a write needs
+	// of them, so that it can take the whole map and build its batch
+	// without holding mu.
+	pending map[netip.Addr]pendingBan
+	// inflight counts the bans a write took from pending and has not yet
+	// finished writing: until then they are not in the kernel either.
+	inflight int
+	// unrecorded are bans decided (and maybe in the kernel) but not yet
+	// committed to the store; recInflight counts those a commit holds.
+	unrecorded  map[netip.Addr]unrecorded
+	recInflight int
 	// dels are bans to delete from the store (expired or lifted).
 	dels map[netip.Addr]struct{}
 	// The new-ban token bucket.
@@ -83,10 +96,16 @@ type Enforcer struct {
 	smu       sync.Mutex
 	lastErr   string
 	lastErrAt time.Time
-	degraded  bool
+	// failing holds the parts whose last operation failed: "firewall",
+	// "record".
+	failing map[string]bool
 }
 
 type metrics struct {
+	// counters caches the offense and ban counters by (vec, rule,
+	// verdict): looking a labelled child up hashes its labels, which a
+	// flood of offenses would pay for every time.
+	counters   sync.Map
 	offenses   *prometheus.CounterVec
 	added      *prometheus.CounterVec
 	refused    *prometheus.CounterVec
@@ -101,8 +120,8 @@ type metrics struct {
 type Option func(*Enforcer)
 
 // WithStore makes the enforcer durable: Run loads the active bans and the
-// offender history from s, and every batch is committed to s before the
-// kernel sees it. The caller closes s after Run returned.
+// offender history from s and commits every ban to s behind the kernel.
+// The caller closes s after Run returned.
 func WithStore(s *Store) Option { return func(e *Enforcer) { e.store = s } }
 
 // WithIntervals sets how often the ruleset is checked and the sets are
@@ -137,9 +156,12 @@ func New(cfg Config, rules map[string]policy.RulePolicy, fw Firewall, log *slog.
 		reconcileEvery: reconcileEvery,
 		auditEvery:     auditEvery,
 		kick:           make(chan struct{}, 1),
+		recKick:        make(chan struct{}, 1),
+		unrecorded:     make(map[netip.Addr]unrecorded),
+		failing:        make(map[string]bool),
 		policy:         p,
 		active:         make(map[netip.Addr]policy.Ban),
-		pending:        make(map[netip.Addr]bool),
+		pending:        make(map[netip.Addr]pendingBan),
 		dels:           make(map[netip.Addr]struct{}),
 		rate:           rate,
 		tokens:         rate,
@@ -191,7 +213,7 @@ func New(cfg Config, rules map[string]policy.RulePolicy, fw Firewall, log *slog.
 	}, func() float64 {
 		e.mu.Lock()
 		defer e.mu.Unlock()
-		return float64(len(e.pending))
+		return float64(len(e.pending) + e.inflight)
 	})
 	degraded := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "wormgate_firewall_degraded", Help: "1 while the last firewall or record write failed and has not yet succeeded.",
@@ -201,8 +223,15 @@ func New(cfg Config, rules map[string]policy.RulePolicy, fw Firewall, log *slog.
 		}
 		return 0
 	})
+	recordLag := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "wormgate_record_lag", Help: "Bans and deletions enforced but not yet committed to the durable record.",
+	}, func() float64 {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		return float64(e.recordLagLocked())
+	})
 	for _, c := range []prometheus.Collector{e.m.offenses, e.m.added, e.m.refused, e.m.fwErrors, e.m.fwDuration,
-		e.m.restores, e.m.audit, e.m.storeErrs, active, pending, degraded} {
+		e.m.restores, e.m.audit, e.m.storeErrs, active, pending, degraded, recordLag} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("new enforcer: register metrics: %w", err)
 		}
@@ -231,16 +260,14 @@ func (e *Enforcer) SetRules(rules map[string]policy.RulePolicy) {
 func (e *Enforcer) Offend(off matcher.Offense) policy.Decision {
 	now := e.now()
 	off.Time = now
-	addr := off.Addr.Unmap()
 	e.mu.Lock()
-	prev := e.policy.Snapshot(addr)
 	d := e.policy.Observe(off)
 	switch d.Verdict {
 	case policy.VerdictBan, policy.VerdictExtend:
-		if err := e.activateLocked(d.Ban, now, true); err != nil {
+		if err := e.activateLocked(d.Ban, &d.History, now, true); err != nil {
 			// Undo the policy's ban, so that the next offense tries again
 			// and does not count as an escalation.
-			e.policy.Reset(addr, prev)
+			e.policy.Undo(d)
 			e.mu.Unlock()
 			reason := "cap"
 			if errors.Is(err, ErrRateLimited) {
@@ -256,11 +283,13 @@ func (e *Enforcer) Offend(off matcher.Offense) policy.Decision {
 		e.m.refused.WithLabelValues("dry_run").Inc()
 	}
 	e.mu.Unlock()
-	e.m.offenses.WithLabelValues(off.Rule, d.Verdict.String()).Inc()
+	e.counter(e.m.offenses, off.Rule, d.Verdict.String()).Inc()
 	switch d.Verdict {
 	case policy.VerdictBan, policy.VerdictExtend:
-		e.m.added.WithLabelValues(off.Rule).Inc()
-		e.log.Info("ban", "addr", d.Ban.Addr, "rule", off.Rule, "for", d.Ban.Duration, "extend", d.Verdict == policy.VerdictExtend, "host", off.Host, "queue_id", off.QueueID)
+		e.counter(e.m.added, off.Rule, "").Inc()
+		if e.banLog.allow(now) {
+			e.log.Info("ban", "addr", d.Ban.Addr, "rule", off.Rule, "for", d.Ban.Duration, "extend", d.Verdict == policy.VerdictExtend, "host", off.Host, "queue_id", off.QueueID)
+		}
 	case policy.VerdictNeverBlock:
 		e.log.Warn("offender on the never-block list", "addr", off.Addr, "prefix", d.Prefix, "rule", off.Rule)
 	case policy.VerdictDryRun:
@@ -273,14 +302,14 @@ func (e *Enforcer) Offend(off matcher.Offense) policy.Decision {
 
 // activateLocked records b as active from now and queues its kernel
 // write. limited subjects a new ban to the rate limit.
-func (e *Enforcer) activateLocked(b policy.Ban, now time.Time, limited bool) error {
+func (e *Enforcer) activateLocked(b policy.Ban, hist *policy.History, now time.Time, limited bool) error {
 	b.Start = now
 	b.Until = now.Add(b.Duration)
 	old, exists := e.active[b.Addr]
 	refresh := exists && old.Until.After(now)
-	if r, queued := e.pending[b.Addr]; queued {
+	if p, queued := e.pending[b.Addr]; queued {
 		// Not written yet: the kernel holds what it held before.
-		refresh = r
+		refresh = p.refresh
 	}
 	if exists && old.Until.After(now) {
 		if !b.Until.After(old.Until) {
@@ -292,22 +321,58 @@ func (e *Enforcer) activateLocked(b policy.Ban, now time.Time, limited bool) err
 			e.sweepLocked(now)
 			if len(e.active) >= e.maxActive {
 				e.m.refused.WithLabelValues("cap").Inc()
-				return fmt.Errorf("ban %v: %w (%d)", b.Addr, ErrCapReached, e.maxActive)
+				// A sentinel, not a formatted error: under a flood
+				// every refusal would pay for the formatting.
+				return ErrCapReached
 			}
 		}
 		if limited && !e.takeTokenLocked(now) {
 			e.m.refused.WithLabelValues("rate").Inc()
-			return fmt.Errorf("ban %v: %w (%v/s)", b.Addr, ErrRateLimited, e.rate)
+			return ErrRateLimited
 		}
 	}
 	delete(e.dels, b.Addr)
 	e.active[b.Addr] = b
-	e.pending[b.Addr] = refresh
-	select {
-	case e.kick <- struct{}{}:
-	default:
+	e.pending[b.Addr] = pendingBan{until: b.Until, refresh: refresh}
+	kick(e.kick)
+	if e.store != nil {
+		u := unrecorded{ban: b}
+		if hist != nil {
+			u.hist, u.hasHist = *hist, true
+		}
+		e.unrecorded[b.Addr] = u
+		kick(e.recKick)
 	}
 	return nil
+}
+
+type counterKey struct {
+	vec           *prometheus.CounterVec
+	rule, verdict string
+}
+
+// counter is vec's child for rule (and verdict, when not empty).
+func (e *Enforcer) counter(vec *prometheus.CounterVec, rule, verdict string) prometheus.Counter {
+	k := counterKey{vec, rule, verdict}
+	if c, ok := e.m.counters.Load(k); ok {
+		return c.(prometheus.Counter)
+	}
+	var c prometheus.Counter
+	if verdict == "" {
+		c = vec.WithLabelValues(rule)
+	} else {
+		c = vec.WithLabelValues(rule, verdict)
+	}
+	e.m.counters.Store(k, c)
+	return c
+}
+
+// kick wakes the goroutine that waits on c, without blocking.
+func kick(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
 }
 
 // takeTokenLocked is a token bucket holding one second's worth of bans.
@@ -357,39 +422,59 @@ type Status struct {
 	Ready bool `json:"ready"`
 	// Degraded is true while the last firewall or record operation
 	// failed; bans are kept and retried.
-	Degraded    bool      `json:"degraded"`
+	Degraded bool `json:"degraded"`
+	// Failing names the parts whose last operation failed: "firewall"
+	// (bans may be missing from the kernel) or "record" (bans are
+	// enforced but not yet on disk).
+	Failing     []string  `json:"failing,omitempty"`
 	LastError   string    `json:"last_error,omitempty"`
 	LastErrorAt time.Time `json:"last_error_at,omitzero"`
 	Pending     int       `json:"pending"`
-	Restores    uint64    `json:"restores"`
-	Durable     bool      `json:"durable"`
+	// RecordLag is the number of bans and deletions not yet committed to
+	// the record.
+	RecordLag int    `json:"record_lag"`
+	Restores  uint64 `json:"restores"`
+	Durable   bool   `json:"durable"`
 }
 
 // Status reports readiness and the last failure.
 func (e *Enforcer) Status() Status {
 	e.mu.Lock()
-	pending := len(e.pending)
+	pending := len(e.pending) + e.inflight
+	lag := e.recordLagLocked()
 	e.mu.Unlock()
 	e.smu.Lock()
 	defer e.smu.Unlock()
+	var failing []string
+	for _, part := range []string{partFirewall, partRecord} {
+		if e.failing[part] {
+			failing = append(failing, part)
+		}
+	}
 	return Status{
-		Ready: e.ready.Load(), Degraded: e.degraded, LastError: e.lastErr, LastErrorAt: e.lastErrAt,
-		Pending: pending, Restores: e.restores.Load(), Durable: e.store != nil,
+		Ready: e.ready.Load(), Degraded: len(failing) > 0, Failing: failing, LastError: e.lastErr, LastErrorAt: e.lastErrAt,
+		Pending: pending, RecordLag: lag, Restores: e.restores.Load(), Durable: e.store != nil,
 	}
 }
 
-func (e *Enforcer) fail(err error) {
+// The parts whose health Status reports.
+const (
+	partFirewall = "firewall"
+	partRecord   = "record"
+)
+
+func (e *Enforcer) fail(part string, err error) {
 	e.smu.Lock()
 	defer e.smu.Unlock()
-	e.degraded = true
+	e.failing[part] = true
 	e.lastErr = err.Error()
 	e.lastErrAt = e.now()
 }
 
-func (e *Enforcer) succeed() {
+func (e *Enforcer) succeed(part string) {
 	e.smu.Lock()
 	defer e.smu.Unlock()
-	e.degraded = false
+	delete(e.failing, part)
 }
 
 // sweepLocked forgets expired bans (the kernel expires them by itself)
@@ -405,15 +490,20 @@ func (e *Enforcer) sweepLocked(now time.Time) {
 	}
 }
 
-// load fills the record from the store; protected addresses are dropped.
-func (e *Enforcer) load() error {
+// load fills the active bans from the store; protected addresses are
+// dropped. When the last run did not end cleanly the record may be behind
+// the kernel, and the kernel's own elements are adopted as well.
+func (e *Enforcer) load(ctx context.Context) error {
 	now := e.now()
 	bans, hist, err := e.store.Load(now, e.history)
 	if err != nil {
 		return err
 	}
+	clean, err := e.store.TakeClean()
+	if err != nil {
+		return err
+	}
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	e.policy.RestoreHistory(hist)
 	if len(e.active) == 0 {
 		// Sized once: growing a map to 100k entries rehashes it many times.
@@ -429,7 +519,11 @@ func (e *Enforcer) load() error {
 		}
 		e.active[b.Addr] = b
 	}
-	e.log.Info("record loaded", "bans", len(bans)-dropped, "offenders", len(hist), "dropped", dropped)
+	e.mu.Unlock()
+	e.log.Info("record loaded", "bans", len(bans)-dropped, "offenders", len(hist), "dropped", dropped, "clean", clean)
+	if !clean {
+		e.adopt(ctx)
+	}
 	return nil
 }
 
@@ -450,27 +544,34 @@ func (e *Enforcer) Run(ctx context.Context) error {
 	defer reconcile.Stop()
 	audit := time.NewTicker(e.auditEvery)
 	defer audit.Stop()
+	recCtx, recStop := context.WithCancel(context.WithoutCancel(ctx))
+	var recWG sync.WaitGroup
+	if e.store != nil {
+		recWG.Go(func() { e.runRecorder(recCtx) })
+		kick(e.recKick) // what start-up adopted or dropped
+	}
+	defer func() {
+		recStop()
+		recWG.Wait()
+	}()
+	// retry is armed only by a failed write and survives the other
+	// cases, so that the reconcile tick cannot keep postponing it.
 	backoff := time.Duration(0)
+	var retry <-chan time.Time
 	for {
-		var retry <-chan time.Time
-		if backoff > 0 {
-			retry = time.After(backoff)
-		}
 		select {
 		case <-ctx.Done():
-			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushTimeout)
-			err := e.flush(fctx)
-			cancel()
-			if err != nil {
-				return fmt.Errorf("enforcer: final flush: %w", err)
-			}
-			return nil
+			return e.shutdown(ctx, recStop, &recWG)
 		case <-sweep.C:
 			e.mu.Lock()
 			e.sweepLocked(e.now())
 			e.mu.Unlock()
+			kick(e.recKick)
 		case <-reconcile.C:
 			e.reconcile(ctx)
+			if n := e.banLog.suppressed(); n > 0 {
+				e.log.Info("more bans than are logged one by one", "bans", n, "see", "/api/v1/bans")
+			}
 			continue
 		case <-audit.C:
 			if _, _, err := e.Audit(ctx); err != nil {
@@ -482,11 +583,35 @@ func (e *Enforcer) Run(ctx context.Context) error {
 		}
 		if err := e.flush(ctx); err != nil {
 			backoff = min(max(2*backoff, 50*time.Millisecond), 5*time.Second)
+			retry = time.After(backoff)
 			e.log.Error("firewall write failed; retrying", "err", err, "retry_in", backoff)
 			continue
 		}
-		backoff = 0
+		backoff, retry = 0, nil
 	}
+}
+
+// shutdown writes what is pending to the kernel, then to the record, and
+// marks the record clean when it holds every ban; each step has its own
+// deadline, so a hung disk cannot hold the process.
+func (e *Enforcer) shutdown(ctx context.Context, recStop context.CancelFunc, recWG *sync.WaitGroup) error {
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushTimeout)
+	err := e.write(fctx, false)
+	cancel()
+	recStop()
+	recWG.Wait()
+	if n := e.banLog.suppressed(); n > 0 {
+		e.log.Info("more bans than are logged one by one", "bans", n, "see", "/api/v1/bans")
+	}
+	if e.store != nil && e.recordAll(flushTimeout) {
+		if merr := e.store.MarkClean(); merr != nil {
+			e.log.Error("record not marked clean; the next start reads the kernel back", "err", merr)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("enforcer: final flush: %w", err)
+	}
+	return nil
 }
 
 // start brings the kernel in line with the record before anything else
@@ -495,7 +620,7 @@ func (e *Enforcer) Run(ctx context.Context) error {
 // same batch as the setup.
 func (e *Enforcer) start(ctx context.Context) error {
 	if e.store != nil {
-		if err := e.load(); err != nil {
+		if err := e.load(ctx); err != nil {
 			return err
 		}
 	}
@@ -506,7 +631,7 @@ func (e *Enforcer) start(ctx context.Context) error {
 			err = e.write(ctx, true)
 		} else if err = e.fw.Setup(ctx); err != nil {
 			e.m.fwErrors.WithLabelValues("setup").Inc()
-			e.fail(err)
+			e.fail(partFirewall, err)
 		}
 		if err == nil {
 			return nil
@@ -534,7 +659,7 @@ func (e *Enforcer) reconcile(ctx context.Context) {
 		}
 		if !errors.Is(err, ErrDrift) {
 			e.m.fwErrors.WithLabelValues("check").Inc()
-			e.fail(err)
+			e.fail(partFirewall, err)
 			e.log.Error("firewall check failed", "err", err)
 			return
 		}
@@ -583,7 +708,7 @@ func (e *Enforcer) Audit(ctx context.Context) (missing, extra int, err error) {
 			continue
 		}
 		missing++
-		e.pending[a] = false
+		e.pending[a] = pendingBan{until: b.Until}
 	}
 	e.mu.Unlock()
 	extra = len(extras)
@@ -610,46 +735,49 @@ func (e *Enforcer) Audit(ctx context.Context) (missing, extra int, err error) {
 // Ready reports whether the firewall has been set up.
 func (e *Enforcer) Ready() bool { return e.ready.Load() }
 
-// Flush writes everything pending now. Tests and benchmarks use it to
-// wait for the kernel; the daemon relies on Run.
-func (e *Enforcer) Flush(ctx context.Context) error { return e.flush(ctx) }
+// Flush writes everything pending now, to the kernel and then to the
+// record. Tests and benchmarks use it to wait for both; the daemon relies
+// on Run.
+func (e *Enforcer) Flush(ctx context.Context) error {
+	if err := e.flush(ctx); err != nil {
+		return err
+	}
+	for {
+		if err := e.record(); err != nil {
+			return err
+		}
+		e.mu.Lock()
+		lag := e.recordLagLocked()
+		e.mu.Unlock()
+		if lag == 0 {
+			return nil
+		}
+	}
+}
 
 func (e *Enforcer) flush(ctx context.Context) error { return e.write(ctx, false) }
 
-// write commits the pending bans and deletions to the store and then
-// writes the bans to the kernel: with full, all active bans in one
-// restore batch, else the pending ones. A failure puts everything back
-// to be retried.
+// write sends the pending bans to the kernel: with full, all active bans
+// in one restore batch, else the pending ones. It never waits for the
+// record, which follows on its own (record). A failure puts everything
+// back to be retried.
 func (e *Enforcer) write(ctx context.Context, full bool) error {
 	e.wmu.Lock()
 	defer e.wmu.Unlock()
 	now := e.now()
 	e.mu.Lock()
-	if !full && len(e.pending) == 0 && len(e.dels) == 0 {
+	if !full && len(e.pending) == 0 {
 		e.mu.Unlock()
 		return nil
 	}
-	bans := make([]policy.Ban, 0, len(e.pending))
-	var hist []policy.History
-	if e.store != nil {
-		hist = make([]policy.History, 0, len(e.pending))
-	}
-	for a := range e.pending {
-		b, ok := e.active[a]
-		if !ok || !b.Until.After(now) {
-			continue
-		}
-		bans = append(bans, b)
-		if e.store != nil {
-			if h, ok := e.policy.HistoryOf(a); ok {
-				hist = append(hist, h)
-			}
-		}
-	}
-	queued := maps.Clone(e.pending)
-	dels := slices.Collect(maps.Keys(e.dels))
-	clear(e.pending)
-	clear(e.dels)
+	queued := e.pending
+	e.pending = make(map[netip.Addr]pendingBan)
+	e.inflight = len(queued)
+	defer func() {
+		e.mu.Lock()
+		e.inflight = 0
+		e.mu.Unlock()
+	}()
 	var elems []Element
 	if full {
 		elems = make([]Element, 0, len(e.active))
@@ -658,24 +786,21 @@ func (e *Enforcer) write(ctx context.Context, full bool) error {
 				elems = append(elems, Element{Addr: a, Timeout: b.Until.Sub(now)})
 			}
 		}
-	} else {
-		elems = make([]Element, 0, len(bans))
-		for _, b := range bans {
-			elems = append(elems, Element{Addr: b.Addr, Timeout: b.Until.Sub(now), Refresh: queued[b.Addr]})
-		}
 	}
 	e.mu.Unlock()
-
-	if e.store != nil {
-		if err := e.store.Commit(bans, hist, dels); err != nil {
-			e.m.storeErrs.Inc()
-			e.requeue(queued, dels)
-			e.fail(err)
-			return fmt.Errorf("write %d bans: %w", len(bans), err)
+	if !full {
+		// Offend goes on meanwhile: the batch is built from the map this
+		// write took, not under mu.
+		elems = make([]Element, 0, len(queued))
+		for a, p := range queued {
+			if p.until.After(now) {
+				elems = append(elems, Element{Addr: a, Timeout: p.until.Sub(now), Refresh: p.refresh})
+			}
 		}
 	}
+
 	if !full && len(elems) == 0 {
-		e.succeed()
+		e.succeed(partFirewall)
 		return nil
 	}
 	start := time.Now()
@@ -690,13 +815,12 @@ func (e *Enforcer) write(ctx context.Context, full bool) error {
 	e.m.fwDuration.Observe(time.Since(start).Seconds())
 	if err != nil {
 		e.m.fwErrors.WithLabelValues(op).Inc()
-		// The retry recomputes the remaining time; the record already has
-		// them, which is the safe side.
-		e.requeue(queued, nil)
-		e.fail(err)
+		// The retry recomputes the remaining time.
+		e.requeue(queued)
+		e.fail(partFirewall, err)
 		return fmt.Errorf("%s %d bans: %w", op, len(elems), err)
 	}
-	e.succeed()
+	e.succeed(partFirewall)
 	e.log.Debug("bans written", "op", op, "n", len(elems), "took", time.Since(start))
 	return nil
 }
@@ -704,17 +828,58 @@ func (e *Enforcer) write(ctx context.Context, full bool) error {
 // requeue puts a failed write back. A ban activated again meanwhile is a
 // refresh if either write says so: refreshing an absent element is only
 // dearer, adding a present one as new may not restart its timeout.
-func (e *Enforcer) requeue(queued map[netip.Addr]bool, dels []netip.Addr) {
+func (e *Enforcer) requeue(queued map[netip.Addr]pendingBan) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	for a, refresh := range queued {
-		if _, ok := e.active[a]; ok {
-			e.pending[a] = e.pending[a] || refresh
+	for a, p := range queued {
+		b, ok := e.active[a]
+		if !ok {
+			continue
 		}
+		cur, again := e.pending[a]
+		e.pending[a] = pendingBan{until: b.Until, refresh: p.refresh || (again && cur.refresh)}
 	}
-	for _, a := range dels {
-		if _, ok := e.active[a]; !ok {
-			e.dels[a] = struct{}{}
-		}
+}
+
+// pendingBan is a ban on its way to the kernel.
+type pendingBan struct {
+	until time.Time
+	// refresh is set when the kernel holds an earlier write of the ban.
+	refresh bool
+}
+
+// Ban lines logged one by one per second; past them a flood is summed up
+// once a second, so that 100,000 bans do not cost 100,000 log writes.
+const banLogPerSecond = 50
+
+// logLimiter lets banLogPerSecond log lines through per second and counts
+// the rest.
+type logLimiter struct {
+	mu     sync.Mutex
+	second int64
+	n      int
+	held   int
+}
+
+func (l *logLimiter) allow(now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if s := now.Unix(); s != l.second {
+		l.second, l.n = s, 0
 	}
+	if l.n < banLogPerSecond {
+		l.n++
+		return true
+	}
+	l.held++
+	return false
+}
+
+// suppressed returns and resets the count of lines not logged.
+func (l *logLimiter) suppressed() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := l.held
+	l.held = 0
+	return n
 }

@@ -1,6 +1,7 @@
 package enforcer
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -31,12 +32,17 @@ const (
 var (
 	bansBucket    = []byte("bans")
 	historyBucket = []byte("offenders")
+	metaBucket    = []byte("meta")
+	// cleanKey is set by a shutdown that left the record complete and
+	// cleared by the start that follows.
+	cleanKey = []byte("clean")
 )
 
 // Store is the durable record of active bans and offender history in a
-// bbolt file. Every Commit is one fsynced transaction; the enforcer
-// commits a batch before it writes the same batch to the kernel, so that a
-// crash can never leave a ban in the kernel that the record does not know.
+// bbolt file. Every Commit is one fsynced transaction. The enforcer
+// commits behind the kernel, so a crash can leave bans in the kernel that
+// the record lacks: a clean shutdown says so with MarkClean, and a start
+// that finds no such mark takes those bans over from the kernel.
 type Store struct {
 	db *bolt.DB
 }
@@ -59,7 +65,7 @@ func OpenStore(dir string) (*Store, error) {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bansBucket, historyBucket} {
+		for _, b := range [][]byte{bansBucket, historyBucket, metaBucket} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -71,6 +77,31 @@ func OpenStore(dir string) (*Store, error) {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 	return &Store{db: db}, nil
+}
+
+// MarkClean records that the record holds every ban: the next start need
+// not read the kernel back.
+func (s *Store) MarkClean() error {
+	err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(metaBucket).Put(cleanKey, []byte{1}) })
+	if err != nil {
+		return fmt.Errorf("mark store clean: %w", err)
+	}
+	return nil
+}
+
+// TakeClean reports whether the last shutdown marked the record clean and
+// clears the mark, so that a crash from now on is noticed.
+func (s *Store) TakeClean() (bool, error) {
+	var clean bool
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		mb := tx.Bucket(metaBucket)
+		clean = len(mb.Get(cleanKey)) == 1 && mb.Get(cleanKey)[0] == 1
+		return mb.Delete(cleanKey)
+	})
+	if err != nil {
+		return false, fmt.Errorf("read store mark: %w", err)
+	}
+	return clean, nil
 }
 
 // Close closes the file.
@@ -149,6 +180,12 @@ func (s *Store) Commit(bans []policy.Ban, hist []policy.History, dels []netip.Ad
 	if len(bans) == 0 && len(hist) == 0 && len(dels) == 0 {
 		return nil
 	}
+	// bbolt splits and rebalances pages on every out-of-order put: in key
+	// order a big commit is about forty times cheaper.
+	bans = slices.Clone(bans)
+	slices.SortFunc(bans, func(a, b policy.Ban) int { return keyCompare(a.Addr, b.Addr) })
+	hist = slices.Clone(hist)
+	slices.SortFunc(hist, func(a, b policy.History) int { return keyCompare(a.Addr, b.Addr) })
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		bb, hb := tx.Bucket(bansBucket), tx.Bucket(historyBucket)
 		for _, a := range dels {
@@ -172,6 +209,22 @@ func (s *Store) Commit(bans []policy.Ban, hist []policy.History, dels []netip.Ad
 		return fmt.Errorf("commit store: %w", err)
 	}
 	return nil
+}
+
+// keyCompare orders addresses as bbolt orders their keys (the address's
+// bytes: 4 for IPv4, 16 for IPv6).
+func keyCompare(a, b netip.Addr) int {
+	a, b = a.Unmap(), b.Unmap()
+	if a.Is4() == b.Is4() {
+		// Within a family netip's order is the bytes' order.
+		return a.Compare(b)
+	}
+	if a.Is4() {
+		a4, b16 := a.As4(), b.As16()
+		return bytes.Compare(a4[:], b16[:])
+	}
+	a16, b4 := a.As16(), b.As4()
+	return bytes.Compare(a16[:], b4[:])
 }
 
 // A ban record: version, start, until (Unix ns), hits, a reserved byte

@@ -211,7 +211,7 @@ func BenchmarkBulkToKernel(b *testing.B) {
 			if time.Since(start) > time.Minute {
 				b.Fatalf("after 1m: %d bans, %d pending", st.BansActive, st.Enforcer.Pending)
 			}
-			time.Sleep(2 * time.Millisecond)
+			time.Sleep(10 * time.Millisecond)
 		}
 		wg = append(wg, time.Since(start))
 		b.StopTimer()

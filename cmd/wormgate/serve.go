@@ -26,6 +26,12 @@ import (
 	"github.com/wormgate/wormgate/receiver/syslog"
 )
 
+// storeCloseTimeout bounds closing the record at shutdown.
+const storeCloseTimeout = 2 * time.Second
+
+// errDiskHung: the record's disk did not answer in time.
+var errDiskHung = errors.New("disk does not answer")
+
 // queueLen buffers messages between the receiver and the matcher, so a
 // burst of UDP datagrams is not dropped while a firewall write is running.
 const queueLen = 8192
@@ -132,7 +138,19 @@ func (a *app) openRecord(cfg Config) error {
 		return err
 	}
 	a.store = st
-	a.closers = append(a.closers, st.Close)
+	a.closers = append(a.closers, func() error {
+		// A hung disk (fsfreeze) holds bbolt's lock in a commit that never
+		// returns: give up on closing rather than on exiting. The kernel
+		// keeps the bans and the next start adopts what the record lacks.
+		done := make(chan error, 1)
+		go func() { done <- st.Close() }()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(storeCloseTimeout):
+			return fmt.Errorf("close record: %w after %v", errDiskHung, storeCloseTimeout)
+		}
+	})
 	return nil
 }
 

@@ -552,8 +552,11 @@ func TestCancelledCallsDoNotRace(t *testing.T) {
 			// Released at once, not after the caller returned: waiting for
 			// it would order the two goroutines and hide a race.
 			close(release)
-			if err := <-done; !errors.Is(err, context.Canceled) {
-				t.Fatalf("%s with a context cancelled in flight = %v, want %v", tc.name, err, context.Canceled)
+			// The call either saw the cancellation or, released in the
+			// same instant, its own result: both are right; only a race
+			// (under -race) or another error is wrong.
+			if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+				t.Fatalf("%s with a context cancelled in flight = %v, want %v or its result", tc.name, err, context.Canceled)
 			}
 			got, err := tc.call(t.Context(), f)
 			if err != nil {

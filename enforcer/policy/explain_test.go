@@ -92,7 +92,7 @@ func TestDecisionExplains(t *testing.T) {
 			for _, o := range tt.offs {
 				got = p.Observe(o)
 			}
-			if diff := cmp.Diff(tt.want, got, cmpopts.EquateComparable(netip.Addr{}, netip.Prefix{})); diff != "" {
+			if diff := cmp.Diff(tt.want, got, cmpopts.EquateComparable(netip.Addr{}, netip.Prefix{}), cmpopts.IgnoreUnexported(Decision{}), cmpopts.IgnoreFields(Decision{}, "History")); diff != "" {
 				t.Errorf("decision (-want +got):\n%s", diff)
 			}
 		})
@@ -111,5 +111,23 @@ func TestVerdictText(t *testing.T) {
 	want := []string{"counted", "ban", "extend", "never_block", "dry_run", "unknown_rule", "verdict(6)"}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("verdict names (-want +got):\n%s", diff)
+	}
+}
+
+// TestDecisionHistory: a ban's Decision carries the offender's durable
+// part as it stands after the ban, which the enforcer records.
+func TestDecisionHistory(t *testing.T) {
+	p, err := NewPolicy(DefaultConfig(), map[string]RulePolicy{"worm": {Threshold: 1, Window: time.Hour, BanFor: time.Hour}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d1 := p.Observe(off("203.0.113.7", "worm", 0))
+	d2 := p.Observe(off("203.0.113.7", "worm", 2*time.Hour))
+	want := History{Addr: netip.MustParseAddr("203.0.113.7"), Hits: 2, Bans: 2, FirstSeen: t0, LastSeen: t0.Add(2 * time.Hour), BannedUntil: t0.Add(4 * time.Hour)}
+	if diff := cmp.Diff(want, d2.History, cmpopts.EquateComparable(netip.Addr{})); diff != "" {
+		t.Errorf("second ban's History (-want +got):\n%s", diff)
+	}
+	if d1.History.Bans != 1 || d1.History.BannedUntil != t0.Add(time.Hour) {
+		t.Errorf("first ban's History = %+v", d1.History)
 	}
 }

@@ -114,6 +114,14 @@ type Decision struct {
 	// VerdictUnknownRule.
 	Threshold int
 	Window    time.Duration
+
+	// History is the offender's durable part after a ban, extension or
+	// dry run, for the enforcer's record (which then need not look the
+	// offender up again).
+	History History
+
+	// prior is the offender's ban state before this decision, for Undo.
+	prior prior
 }
 
 // Policy decides from offenses who is banned. It takes time from the
@@ -198,6 +206,7 @@ func (p *Policy) Observe(off matcher.Offense) Decision {
 		o = &Offender{Addr: addr, FirstSeen: off.Time}
 		p.offenders.Add(addr, o)
 	}
+	was := prior{bans: o.Bans, until: o.BannedUntil}
 	o.Hits++
 	if off.Time.After(o.LastSeen) {
 		o.LastSeen = off.Time
@@ -238,19 +247,19 @@ func (p *Policy) Observe(off matcher.Offense) Decision {
 	}
 	d = p.escalate(d, level)
 	ban := Ban{Addr: addr, Rule: off.Rule, Start: off.Time, Duration: d, Until: off.Time.Add(d), Hits: o.Hits}
-	dec := Decision{Verdict: VerdictDryRun, Ban: ban, HitsInWindow: len(hits), Threshold: rp.Threshold, Window: rp.Window}
-	if rp.DryRun {
-		return dec
+	dec := Decision{Verdict: VerdictDryRun, Ban: ban, HitsInWindow: len(hits), Threshold: rp.Threshold, Window: rp.Window, prior: was}
+	if !rp.DryRun {
+		dec.Verdict = VerdictBan
+		if banned {
+			dec.Verdict = VerdictExtend
+		} else {
+			o.Bans++
+		}
+		if ban.Until.After(o.BannedUntil) {
+			o.BannedUntil = ban.Until
+		}
 	}
-	dec.Verdict = VerdictBan
-	if banned {
-		dec.Verdict = VerdictExtend
-	} else {
-		o.Bans++
-	}
-	if ban.Until.After(o.BannedUntil) {
-		o.BannedUntil = ban.Until
-	}
+	dec.History = o.history()
 	return dec
 }
 
@@ -271,27 +280,19 @@ func (p *Policy) escalate(d time.Duration, earlier int) time.Duration {
 	return time.Duration(f)
 }
 
-// BanState is what Observe changes about a ban, so that a ban the
-// enforcer refuses (caps) can be undone with Reset and tried again later.
-type BanState struct {
+// prior is what Observe changes about an offender's bans, kept in the
+// Decision so that Undo can put it back.
+type prior struct {
 	bans  int
 	until time.Time
-	found bool
 }
 
-// Snapshot returns addr's ban state before an Observe.
-func (p *Policy) Snapshot(addr netip.Addr) BanState {
-	o, ok := p.offenders.Peek(addr)
-	if !ok {
-		return BanState{}
-	}
-	return BanState{bans: o.Bans, until: o.BannedUntil, found: true}
-}
-
-// Reset puts back what Snapshot returned.
-func (p *Policy) Reset(addr netip.Addr, s BanState) {
-	if o, ok := p.offenders.Peek(addr); ok {
-		o.Bans, o.BannedUntil = s.bans, s.until
+// Undo takes back the ban that d decided, when the caller could not
+// enforce it (the enforcer's caps): the next offense then tries again as a
+// first ban instead of counting as an escalation.
+func (p *Policy) Undo(d Decision) {
+	if o, ok := p.offenders.Peek(d.Ban.Addr); ok {
+		o.Bans, o.BannedUntil = d.prior.bans, d.prior.until
 	}
 }
 
@@ -306,13 +307,9 @@ type History struct {
 	BannedUntil time.Time
 }
 
-// HistoryOf returns addr's durable part.
-func (p *Policy) HistoryOf(addr netip.Addr) (History, bool) {
-	o, ok := p.offenders.Peek(addr)
-	if !ok {
-		return History{}, false
-	}
-	return History{Addr: addr, Hits: o.Hits, Bans: o.Bans, FirstSeen: o.FirstSeen, LastSeen: o.LastSeen, BannedUntil: o.BannedUntil}, true
+// history is the offender's durable part.
+func (o *Offender) history() History {
+	return History{Addr: o.Addr, Hits: o.Hits, Bans: o.Bans, FirstSeen: o.FirstSeen, LastSeen: o.LastSeen, BannedUntil: o.BannedUntil}
 }
 
 // RestoreHistory puts remembered offenders back, oldest first so that

@@ -1,0 +1,229 @@
+package enforcer
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/wormgate/wormgate/enforcer/policy"
+)
+
+// maxRecordBatch bounds the bans of one record commit, so that a flood is
+// committed in slices of bounded time and memory rather than in one
+// transaction that holds everything.
+const maxRecordBatch = 10_000
+
+// maxRecordDelay bounds how long the record lets the kernel go first:
+// while bans are on their way to the kernel, commits wait (they would
+// compete for the CPU that the kernel writes need), but never longer than
+// this. wormgate_record_lag shows the gap.
+const maxRecordDelay = time.Second
+
+// adoptedRule names the bans taken over from the kernel at start-up
+// because the record did not hold them (it fell behind before a crash).
+const adoptedRule = "adopted"
+
+// record commits to the store up to maxRecordBatch bans that it does not
+// hold yet, with their offender history, and the pending deletions, in
+// one transaction. A failure puts them back; the kernel is not affected.
+func (e *Enforcer) record() error {
+	if e.store == nil {
+		return nil
+	}
+	e.rmu.Lock()
+	defer e.rmu.Unlock()
+	now := e.now()
+	e.mu.Lock()
+	if len(e.unrecorded) == 0 && len(e.dels) == 0 {
+		e.mu.Unlock()
+		return nil
+	}
+	// The common case takes the whole map; only a flood of more than a
+	// batch between two commits is sliced, so the lock is held briefly.
+	var batch map[netip.Addr]unrecorded
+	if len(e.unrecorded) <= maxRecordBatch {
+		batch = e.unrecorded
+		e.unrecorded = make(map[netip.Addr]unrecorded)
+	} else {
+		batch = make(map[netip.Addr]unrecorded, maxRecordBatch)
+		for a, u := range e.unrecorded {
+			if len(batch) == maxRecordBatch {
+				break
+			}
+			batch[a] = u
+			delete(e.unrecorded, a)
+		}
+	}
+	dels := make([]netip.Addr, 0, len(e.dels))
+	for a := range e.dels {
+		dels = append(dels, a)
+	}
+	clear(e.dels)
+	e.recInflight = len(batch) + len(dels)
+	more := len(e.unrecorded) > 0
+	e.mu.Unlock()
+
+	bans := make([]policy.Ban, 0, len(batch))
+	hist := make([]policy.History, 0, len(batch))
+	for _, u := range batch {
+		if !u.ban.Until.After(now) {
+			continue
+		}
+		bans = append(bans, u.ban)
+		if u.hasHist {
+			hist = append(hist, u.hist)
+		}
+	}
+
+	err := e.store.Commit(bans, hist, dels)
+
+	e.mu.Lock()
+	e.recInflight = 0
+	if err != nil {
+		for a, u := range batch {
+			if _, again := e.unrecorded[a]; !again {
+				if _, ok := e.active[a]; ok {
+					e.unrecorded[a] = u
+				}
+			}
+		}
+		for _, a := range dels {
+			if _, ok := e.active[a]; !ok {
+				e.dels[a] = struct{}{}
+			}
+		}
+	}
+	e.mu.Unlock()
+	if err != nil {
+		e.m.storeErrs.Inc()
+		e.fail(partRecord, err)
+		return fmt.Errorf("record %d bans: %w", len(bans), err)
+	}
+	e.succeed(partRecord)
+	if more {
+		kick(e.recKick)
+	}
+	return nil
+}
+
+// unrecorded is a ban the record does not hold yet, with the offender
+// history that goes with it.
+type unrecorded struct {
+	ban     policy.Ban
+	hist    policy.History
+	hasHist bool
+}
+
+// recordLagLocked is what the record does not hold yet.
+func (e *Enforcer) recordLagLocked() int {
+	return len(e.unrecorded) + len(e.dels) + e.recInflight
+}
+
+// runRecorder commits behind the kernel until ctx is done, retrying a
+// failing disk with a backoff that a busy enforcer cannot postpone.
+func (e *Enforcer) runRecorder(ctx context.Context) {
+	backoff := time.Duration(0)
+	var retry <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-e.recKick:
+		case <-retry:
+		}
+		e.yieldToKernel(ctx)
+		if err := e.record(); err != nil {
+			backoff = min(max(2*backoff, 100*time.Millisecond), 5*time.Second)
+			retry = time.After(backoff)
+			e.log.Error("record write failed; the bans are enforced and the record will catch up", "err", err, "retry_in", backoff)
+			continue
+		}
+		backoff, retry = 0, nil
+	}
+}
+
+// yieldToKernel waits while bans are on their way to the kernel, up to
+// maxRecordDelay.
+func (e *Enforcer) yieldToKernel(ctx context.Context) {
+	deadline := time.Now().Add(maxRecordDelay)
+	for time.Now().Before(deadline) {
+		e.mu.Lock()
+		busy := len(e.pending)+e.inflight > 0
+		e.mu.Unlock()
+		if !busy {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// recordAll commits everything the record lacks, within d: at shutdown.
+// It reports whether the record then holds every ban.
+func (e *Enforcer) recordAll(d time.Duration) bool {
+	done := make(chan bool, 1)
+	go func() {
+		for {
+			if err := e.record(); err != nil {
+				e.log.Error("final record write failed", "err", err)
+				done <- false
+				return
+			}
+			e.mu.Lock()
+			lag := e.recordLagLocked()
+			e.mu.Unlock()
+			if lag == 0 {
+				done <- true
+				return
+			}
+		}
+	}()
+	select {
+	case ok := <-done:
+		return ok
+	case <-time.After(d):
+		e.log.Error("record not written at shutdown: the disk does not answer", "waited", d)
+		return false
+	}
+}
+
+// adopt takes over the kernel's elements that the record does not hold,
+// with their remaining time: after a crash the record may be behind the
+// kernel, and restoring the record alone would lift those bans.
+func (e *Enforcer) adopt(ctx context.Context) {
+	elems, err := e.fw.List(ctx)
+	if err != nil {
+		// No table yet (first start) or an unreadable one: nothing to
+		// take over; the restore that follows builds the table.
+		e.log.Info("no kernel bans to adopt", "why", err)
+		return
+	}
+	now := e.now()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	adopted := 0
+	for _, el := range elems {
+		a := el.Addr.Unmap()
+		if el.Timeout <= 0 {
+			continue // not wormgate's: added by hand without a timeout
+		}
+		if _, ok := e.active[a]; ok {
+			continue
+		}
+		if _, ok := e.policy.Protected(a); ok {
+			continue
+		}
+		b := policy.Ban{Addr: a, Rule: adoptedRule, Start: now, Duration: el.Timeout, Until: now.Add(el.Timeout)}
+		e.active[a] = b
+		e.unrecorded[a] = unrecorded{ban: b}
+		adopted++
+	}
+	if adopted > 0 {
+		e.log.Warn("the record was behind the kernel (wormgate did not stop cleanly): bans adopted from the kernel", "adopted", adopted, "kernel", len(elems))
+		kick(e.recKick)
+	}
+}
