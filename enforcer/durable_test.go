@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wormgate/wormgate/enforcer/store"
+
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -118,7 +120,7 @@ func TestEnforcerStoreRestart(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.BanFor = time.Hour
 
-	st, err := OpenStore(dir)
+	st, err := store.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,8 +132,8 @@ func TestEnforcerStoreRestart(t *testing.T) {
 	if err := e1.Flush(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := OpenStore(dir); !errors.Is(err, ErrStoreLocked) {
-		t.Errorf("second OpenStore = %v, want ErrStoreLocked", err)
+	if _, err := store.Open(dir); !errors.Is(err, store.ErrStoreLocked) {
+		t.Errorf("second OpenStore = %v, want store.ErrStoreLocked", err)
 	}
 	if err := st.Close(); err != nil {
 		t.Fatal(err)
@@ -139,7 +141,7 @@ func TestEnforcerStoreRestart(t *testing.T) {
 
 	// 55 minutes after the first ban: it has 5 minutes left.
 	clock.add(45 * time.Minute)
-	st2, err := OpenStore(dir)
+	st2, err := store.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -275,7 +277,7 @@ func TestEnforcerStatusDegraded(t *testing.T) {
 }
 
 func TestStoreRoundTrip(t *testing.T) {
-	st, err := OpenStore(t.TempDir())
+	st, err := store.Open(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/wormgate/wormgate/enforcer/store"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wormgate/wormgate/enforcer/policy"
@@ -51,7 +53,7 @@ const (
 type Enforcer struct {
 	log       *slog.Logger
 	fw        Firewall
-	store     *Store
+	store     *store.Store
 	maxActive int
 	history   int
 	now       func() time.Time
@@ -122,7 +124,7 @@ type Option func(*Enforcer)
 // WithStore makes the enforcer durable: Run loads the active bans and the
 // offender history from s and commits every ban to s behind the kernel.
 // The caller closes s after Run returned.
-func WithStore(s *Store) Option { return func(e *Enforcer) { e.store = s } }
+func WithStore(s *store.Store) Option { return func(e *Enforcer) { e.store = s } }
 
 // WithIntervals sets how often the ruleset is checked and the sets are
 // audited (defaults 1s and 10m); tests shorten them.

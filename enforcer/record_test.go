@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wormgate/wormgate/enforcer/store"
+
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -20,7 +22,7 @@ import (
 // written, new bans still reach the kernel; the status names the record
 // as failing and counts what it lacks.
 func TestRecordFailureNeverStopsTheKernel(t *testing.T) {
-	st, err := OpenStore(t.TempDir())
+	st, err := store.Open(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,9 +61,9 @@ func TestCleanShutdownAndAdoption(t *testing.T) {
 	dir := t.TempDir()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	rules := map[string]policy.RulePolicy{"worm": {Threshold: 1, Window: time.Hour}}
-	run := func(fw *listingFirewall, offend ...string) (*Enforcer, *Store) {
+	run := func(fw *listingFirewall, offend ...string) (*Enforcer, *store.Store) {
 		t.Helper()
-		st, err := OpenStore(dir)
+		st, err := store.Open(dir)
 		if err != nil {
 			t.Fatal(err)
 		}

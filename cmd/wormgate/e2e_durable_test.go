@@ -12,7 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wormgate/wormgate/enforcer"
+	"github.com/wormgate/wormgate/enforcer/store"
+
 	"github.com/wormgate/wormgate/enforcer/nft/nftest"
 )
 
@@ -33,7 +34,7 @@ func durableConfigDir(t *testing.T) (cfg, stateDir string) {
 // recordedBans reads the record a dead daemon left behind.
 func recordedBans(t *testing.T, stateDir string) map[string]bool {
 	t.Helper()
-	st, err := enforcer.OpenStore(stateDir)
+	st, err := store.Open(stateDir)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/wormgate/wormgate/enforcer/store"
+
 	"github.com/wormgate/wormgate/enforcer/nft"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -71,7 +73,7 @@ type app struct {
 	reg  *prometheus.Registry
 
 	fw      enforcer.Firewall
-	store   *enforcer.Store
+	store   *store.Store
 	matcher *matcher.Matcher
 	enf     *enforcer.Enforcer
 	guard   *senderGuard
@@ -133,7 +135,7 @@ func (a *app) openRecord(cfg Config) error {
 		a.log.Warn("enforcer.state_dir is empty: bans are not recorded and a flushed firewall or a reboot loses them")
 		return nil
 	}
-	st, err := enforcer.OpenStore(cfg.Enforcer.StateDir)
+	st, err := store.Open(cfg.Enforcer.StateDir)
 	if err != nil {
 		return err
 	}

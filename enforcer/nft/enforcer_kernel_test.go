@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wormgate/wormgate/enforcer/store"
+
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -108,7 +110,7 @@ func sortedAddrs(as []netip.Addr) []netip.Addr {
 func BenchmarkStartup100k(b *testing.B) {
 	nftest.Require(b, "ip", "nft")
 	dir := b.TempDir()
-	st, err := enforcer.OpenStore(dir)
+	st, err := store.Open(dir)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -136,7 +138,7 @@ func BenchmarkStartup100k(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		st, err := enforcer.OpenStore(dir)
+		st, err := store.Open(dir)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -296,32 +296,21 @@ func number(b []byte, i, max int) (v, end int, ok bool) {
 	return v, j, j > i && (j == len(b) || !isDigit(b[j]))
 }
 
+// monthKeys are "Jan" to "Dec" packed as month packs its bytes.
+var monthKeys = func() (k [12]uint32) {
+	for i, m := range [12]string{"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"} {
+		k[i] = uint32(m[0])<<16 | uint32(m[1])<<8 | uint32(m[2])
+	}
+	return k
+}()
+
+// month reads an RFC 3164 month abbreviation; 0 for anything else.
 func month(a, b, c byte) time.Month {
-	switch uint32(a)<<16 | uint32(b)<<8 | uint32(c) {
-	case 'J'<<16 | 'a'<<8 | 'n':
-		return time.January
-	case 'F'<<16 | 'e'<<8 | 'b':
-		return time.February
-	case 'M'<<16 | 'a'<<8 | 'r':
-		return time.March
-	case 'A'<<16 | 'p'<<8 | 'r':
-		return time.April
-	case 'M'<<16 | 'a'<<8 | 'y':
-		return time.May
-	case 'J'<<16 | 'u'<<8 | 'n':
-		return time.June
-	case 'J'<<16 | 'u'<<8 | 'l':
-		return time.July
-	case 'A'<<16 | 'u'<<8 | 'g':
-		return time.August
-	case 'S'<<16 | 'e'<<8 | 'p':
-		return time.September
-	case 'O'<<16 | 'c'<<8 | 't':
-		return time.October
-	case 'N'<<16 | 'o'<<8 | 'v':
-		return time.November
-	case 'D'<<16 | 'e'<<8 | 'c':
-		return time.December
+	key := uint32(a)<<16 | uint32(b)<<8 | uint32(c)
+	for i, k := range monthKeys {
+		if k == key {
+			return time.Month(i + 1)
+		}
 	}
 	return 0
 }

@@ -1,4 +1,4 @@
-package enforcer
+package store
 
 import (
 	"bytes"
@@ -47,8 +47,8 @@ type Store struct {
 	db *bolt.DB
 }
 
-// OpenStore opens (or creates) dir/state.db. dir is created 0700.
-func OpenStore(dir string) (*Store, error) {
+// Open opens (or creates) dir/state.db. dir is created 0700.
+func Open(dir string) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}

@@ -1,4 +1,4 @@
-package enforcer
+package store
 
 import (
 	"bytes"
@@ -45,7 +45,7 @@ func BenchmarkStoreCommit100k(b *testing.B) {
 	rand.Shuffle(len(bans), func(i, j int) { bans[i], bans[j] = bans[j], bans[i]; hist[i], hist[j] = hist[j], hist[i] })
 	for b.Loop() {
 		b.StopTimer()
-		st, err := OpenStore(b.TempDir())
+		st, err := Open(b.TempDir())
 		if err != nil {
 			b.Fatal(err)
 		}
