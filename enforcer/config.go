@@ -40,6 +40,12 @@ type NFTablesConfig struct {
 	// Ports are the TCP destination ports dropped for blocked addresses;
 	// empty drops all traffic from a blocked address.
 	Ports []uint16 `yaml:"ports" desc:"a port (1-65535)"`
+	// SyslogGuard drops, in the kernel, packets to wormgate's own syslog
+	// ports that come from outside receiver.allowed_senders or fail a
+	// strict reverse-path check (a forged source). Turn it off only where
+	// asymmetric routing makes the check wrong; then forged datagrams can
+	// reach the user-space allow-list, which cannot tell them apart.
+	SyslogGuard bool `yaml:"syslog_guard"`
 }
 
 // DefaultConfig returns the enforcer's defaults.
@@ -50,8 +56,9 @@ func DefaultConfig() Config {
 		MaxNewBansPerSecond: 1000,
 		StateDir:            "/var/lib/wormgate",
 		NFTables: NFTablesConfig{
-			Table: "wormgate",
-			Ports: []uint16{25, 465, 587},
+			Table:       "wormgate",
+			Ports:       []uint16{25, 465, 587},
+			SyslogGuard: true,
 		},
 	}
 }

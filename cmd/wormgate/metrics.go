@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/wormgate/wormgate/enforcer/nft"
 	"github.com/wormgate/wormgate/matcher"
 )
 
@@ -48,14 +49,15 @@ func (c matcherCollector) Collect(ch chan<- prometheus.Metric) {
 
 // dropCounter reads the kernel's drop counters.
 type dropCounter interface {
-	// Counters returns the packets and bytes the drop rules dropped since
-	// they were last (re)created.
-	Counters(ctx context.Context) (packets, bytes uint64, err error)
+	// Counters returns what wormgate's rules dropped since they were last
+	// (re)created.
+	Counters(ctx context.Context) (nft.DropCounts, error)
 }
 
-// kernelCollector exports the drop rules' counters, so that an operator
-// sees the bans hit. A scrape waits at most a second for the firewall,
-// which may be busy restoring a big set.
+// kernelCollector exports the rule counters, so that an operator sees the
+// bans hit and the syslog guard refuse forged or foreign senders. A scrape
+// waits at most a second for the firewall, which may be busy restoring a
+// big set.
 type kernelCollector struct{ fw dropCounter }
 
 var (
@@ -63,22 +65,27 @@ var (
 		"Packets from banned addresses dropped by wormgate's chain since its rules were last created.", nil, nil)
 	descDroppedBytes = prometheus.NewDesc("wormgate_kernel_dropped_bytes_total",
 		"Bytes from banned addresses dropped by wormgate's chain since its rules were last created.", nil, nil)
+	descGuardDropped = prometheus.NewDesc("wormgate_syslog_guard_dropped_packets_total",
+		"Packets to the syslog listeners dropped in the kernel, by reason: rpf (the source failed the reverse-path check: forged) or sender (not in allowed_senders).", []string{"reason"}, nil)
 )
 
 func (c kernelCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descDroppedPackets
 	ch <- descDroppedBytes
+	ch <- descGuardDropped
 }
 
 func (c kernelCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	packets, bytes, err := c.fw.Counters(ctx)
+	d, err := c.fw.Counters(ctx)
 	if err != nil {
 		// Before set-up or while a restore holds the firewall: leave the
 		// series out of this scrape rather than fail the whole scrape.
 		return
 	}
-	ch <- prometheus.MustNewConstMetric(descDroppedPackets, prometheus.CounterValue, float64(packets))
-	ch <- prometheus.MustNewConstMetric(descDroppedBytes, prometheus.CounterValue, float64(bytes))
+	ch <- prometheus.MustNewConstMetric(descDroppedPackets, prometheus.CounterValue, float64(d.BanPackets))
+	ch <- prometheus.MustNewConstMetric(descDroppedBytes, prometheus.CounterValue, float64(d.BanBytes))
+	ch <- prometheus.MustNewConstMetric(descGuardDropped, prometheus.CounterValue, float64(d.RPFPackets), "rpf")
+	ch <- prometheus.MustNewConstMetric(descGuardDropped, prometheus.CounterValue, float64(d.SenderPackets), "sender")
 }

@@ -10,6 +10,8 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"slices"
+	"strconv"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -114,7 +116,13 @@ func (a *app) openFirewall(cfg Config) error {
 	if cfg.Enforcer.DryRun {
 		a.fw = enforcer.NewDryRun(a.log)
 	} else {
-		nf, err := nft.Open(cfg.Enforcer.NFTables, a.log)
+		var opts []nft.Option
+		if cfg.Enforcer.NFTables.SyslogGuard {
+			opts = append(opts, nft.WithSyslogGuard(syslogGuard(cfg.Receiver)))
+		} else {
+			a.log.Warn("enforcer.nftables.syslog_guard is off: forged syslog datagrams from the Internet reach the user-space allow-list, which cannot tell them from an MX host's")
+		}
+		nf, err := nft.Open(cfg.Enforcer.NFTables, a.log, opts...)
 		if err != nil {
 			return err
 		}
@@ -289,6 +297,30 @@ func (a *app) reloadOnHUP(ctx context.Context) error {
 			a.reload()
 		}
 	}
+}
+
+// syslogGuard is the kernel's guard of the receiver's listeners.
+func syslogGuard(c receiver.Config) nft.Guard {
+	ports := func(lists ...[]string) []uint16 {
+		var out []uint16
+		for _, l := range lists {
+			for _, a := range l {
+				_, p, err := net.SplitHostPort(a)
+				if err != nil {
+					continue // validated at load
+				}
+				n, err := strconv.ParseUint(p, 10, 16)
+				if err != nil || n == 0 {
+					continue // port 0 (tests) is chosen by the kernel
+				}
+				if !slices.Contains(out, uint16(n)) {
+					out = append(out, uint16(n))
+				}
+			}
+		}
+		return out
+	}
+	return nft.Guard{UDPPorts: ports(c.UDPListen), TCPPorts: ports(c.TCPListen, c.TLSListen), Senders: c.AllowedSenders}
 }
 
 // singleHosts are the allowed syslog senders named one by one: the MX

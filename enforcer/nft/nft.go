@@ -25,6 +25,8 @@ const (
 	set6Name  = "blocked6"
 	portsName = "ports"
 	chainName = "prerouting"
+	// guardChainName is the regular chain the syslog guard jumps to.
+	guardChainName = "syslog_guard"
 
 	// chunk bounds the elements per netlink message and per batch:
 	// google/nftables v0.3.0 silently truncates one message above ~2,300
@@ -267,26 +269,46 @@ func (n *Firewall) List(ctx context.Context) ([]enforcer.Element, error) {
 	return out, nil
 }
 
-// Counters sums the drop rules' counters: packets and bytes dropped since
-// the rules were last replaced by Setup.
-func (n *Firewall) Counters(ctx context.Context) (packets, bytes uint64, err error) {
-	c, err := call(ctx, n, "counters", func(_ context.Context, k *kernel) ([2]uint64, error) {
-		var c [2]uint64
+// Counters reads the drop rules' counters.
+func (n *Firewall) Counters(ctx context.Context) (DropCounts, error) {
+	return call(ctx, n, "counters", func(_ context.Context, k *kernel) (DropCounts, error) {
+		var c DropCounts
 		rules, err := k.conn.GetRules(k.table, k.chain)
 		if err != nil {
 			return c, err
 		}
 		for _, r := range rules {
-			for _, e := range r.Exprs {
-				if ctr, ok := e.(*expr.Counter); ok {
-					c[0] += ctr.Packets
-					c[1] += ctr.Bytes
-				}
+			if ctr := counterOf(r); ctr != nil {
+				c.BanPackets += ctr.Packets
+				c.BanBytes += ctr.Bytes
+			}
+		}
+		if k.guard == nil {
+			return c, nil
+		}
+		grules, err := k.conn.GetRules(k.table, k.guardChain)
+		if err != nil {
+			return c, err
+		}
+		if n := len(grules); n >= 2 {
+			if ctr := counterOf(grules[0]); ctr != nil {
+				c.RPFPackets = ctr.Packets
+			}
+			if ctr := counterOf(grules[n-1]); ctr != nil {
+				c.SenderPackets = ctr.Packets
 			}
 		}
 		return c, nil
 	})
-	return c[0], c[1], err
+}
+
+func counterOf(r *nftables.Rule) *expr.Counter {
+	for _, e := range r.Exprs {
+		if ctr, ok := e.(*expr.Counter); ok {
+			return ctr
+		}
+	}
+	return nil
 }
 
 func (n *Firewall) tableName() string { return n.table }
@@ -357,6 +379,10 @@ type kernel struct {
 	ports         *nftables.Set
 	chain         *nftables.Chain
 	portN         []uint16
+	// guardChain holds the syslog guard's rules (empty without a guard);
+	// guard is nil when the guard is off.
+	guardChain *nftables.Chain
+	guard      *Guard
 }
 
 func newKernel(table string, ports []uint16, o options) *kernel {
@@ -381,7 +407,9 @@ func newKernel(table string, ports []uint16, o options) *kernel {
 			Priority: nftables.ChainPriorityRaw,
 			Policy:   &accept,
 		},
-		portN: ports,
+		portN:      ports,
+		guardChain: &nftables.Chain{Name: guardChainName, Table: t},
+		guard:      o.guard,
 	}
 }
 
@@ -575,6 +603,14 @@ func (k *kernel) fillPorts(c *nftables.Conn) error {
 // fillChain adds the chain (adopting it when it exists) with exactly
 // wormgate's rules.
 func (k *kernel) fillChain(c *nftables.Conn) {
+	// The guard's chain first: the base chain's rules jump to it. It
+	// exists (empty) without a guard too, so that turning the guard off
+	// needs no deletion of an object that may be missing.
+	c.AddChain(k.guardChain)
+	c.FlushChain(k.guardChain)
+	for _, r := range k.guardRules() {
+		c.AddRule(r)
+	}
 	c.AddChain(k.chain)
 	c.FlushChain(k.chain)
 	for _, r := range k.rules() {
@@ -649,6 +685,24 @@ func (k *kernel) check() error {
 			return fmt.Errorf("%w: chain %s rule %d changed", enforcer.ErrDrift, k.chain.Name, i)
 		}
 	}
+	if !slices.ContainsFunc(chains, func(c *nftables.Chain) bool {
+		return c.Table != nil && c.Table.Name == k.table.Name && c.Name == k.guardChain.Name
+	}) {
+		return fmt.Errorf("%w: chain %s missing", enforcer.ErrDrift, k.guardChain.Name)
+	}
+	grules, err := k.conn.GetRules(k.table, k.guardChain)
+	if err != nil {
+		return fmt.Errorf("read rules: %w", err)
+	}
+	gwant := k.guardRules()
+	if len(grules) != len(gwant) {
+		return fmt.Errorf("%w: chain %s has %d rules, want %d", enforcer.ErrDrift, k.guardChain.Name, len(grules), len(gwant))
+	}
+	for i, r := range grules {
+		if !sameRule(r, gwant[i]) {
+			return fmt.Errorf("%w: chain %s rule %d changed", enforcer.ErrDrift, k.guardChain.Name, i)
+		}
+	}
 	ports, err := k.conn.GetSetElements(k.ports)
 	if err != nil {
 		return fmt.Errorf("read set %s: %w", portsName, err)
@@ -699,7 +753,17 @@ func sameRule(have, want *nftables.Rule) bool {
 			}
 		case *expr.Verdict:
 			h, ok := h.(*expr.Verdict)
-			if !ok || h.Kind != w.Kind {
+			if !ok || h.Kind != w.Kind || h.Chain != w.Chain {
+				return false
+			}
+		case *expr.Fib:
+			h, ok := h.(*expr.Fib)
+			if !ok || *h != *w {
+				return false
+			}
+		case *expr.Bitwise:
+			h, ok := h.(*expr.Bitwise)
+			if !ok || h.Len != w.Len || !slices.Equal(h.Mask, w.Mask) || !slices.Equal(h.Xor, w.Xor) {
 				return false
 			}
 		}
@@ -772,10 +836,10 @@ func (k *kernel) rules() []*nftables.Rule {
 		ex = append(ex, &expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop})
 		return &nftables.Rule{Table: k.table, Chain: k.chain, Exprs: ex}
 	}
-	return []*nftables.Rule{
+	return append(k.guardJumps(),
 		mk(unix.NFPROTO_IPV4, 12, 4, k.set4),
 		mk(unix.NFPROTO_IPV6, 8, 16, k.set6),
-	}
+	)
 }
 
 // add writes v4 and v6 in one batch of one message per chunk: a new
@@ -858,6 +922,7 @@ type options struct {
 	// timeoutUpdate is detected from the kernel release unless a test
 	// sets it.
 	timeoutUpdate bool
+	guard         *Guard
 }
 
 // withTestDial sends every netlink message to f instead of the kernel.

@@ -18,7 +18,10 @@ import (
 // Linux, or enforcer.dry_run elsewhere.
 var ErrUnsupported = errors.New("nftables is only available on Linux")
 
-type options struct{ netnsFd int }
+type options struct {
+	netnsFd int
+	guard   *Guard
+}
 
 // Firewall is never returned on this platform; it exists so that the
 // daemon's wiring compiles everywhere.
@@ -50,8 +53,8 @@ func (*Firewall) Delete(context.Context, []netip.Addr) error { return ErrUnsuppo
 func (*Firewall) List(context.Context) ([]enforcer.Element, error) { return nil, ErrUnsupported }
 
 // Counters fails with ErrUnsupported.
-func (*Firewall) Counters(context.Context) (packets, bytes uint64, err error) {
-	return 0, 0, ErrUnsupported
+func (*Firewall) Counters(context.Context) (DropCounts, error) {
+	return DropCounts{}, ErrUnsupported
 }
 
 // Close does nothing.

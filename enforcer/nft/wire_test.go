@@ -312,6 +312,8 @@ func TestWireSetup(t *testing.T) {
 		"NEWSET ports type inet_service",
 		"DELSETELEM ports (all)",
 		"NEWSETELEM ports 25, 465, 587",
+		"NEWCHAIN syslog_guard",
+		"DELRULE syslog_guard",
 		fmt.Sprintf("NEWCHAIN prerouting hook %d priority -300 policy 1 type filter", unix.NF_INET_PRE_ROUTING),
 		"DELRULE prerouting",
 		rule("blocked4"),
@@ -323,6 +325,62 @@ func TestWireSetup(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, describe(t, fk.taken())); diff != "" {
 		t.Errorf("Setup batches (-want +got):\n%s", diff)
+	}
+}
+
+// TestWireSetupGuard: with the syslog guard, the guard chain comes first
+// (the base chain jumps to it) with the reverse-path rule, one return per
+// allowed sender and the final drop; the base chain starts with one jump
+// per listener port.
+func TestWireSetupGuard(t *testing.T) {
+	ban := func(set string) string {
+		return "NEWRULE prerouting meta cmp payload lookup(@" + set + ") meta cmp payload lookup(@ports) counter immediate(drop)"
+	}
+	const jump = "NEWRULE prerouting meta cmp payload cmp fib cmp immediate"
+	want := [][]string{{
+		"NEWTABLE wormgate",
+		"NEWSET blocked4 type ipv4_addr flags timeout",
+		"NEWSET blocked6 type ipv6_addr flags timeout",
+		"NEWSET ports type inet_service",
+		"DELSETELEM ports (all)",
+		"NEWSETELEM ports 25, 465, 587",
+		"NEWCHAIN syslog_guard",
+		"DELRULE syslog_guard",
+		"NEWRULE syslog_guard fib cmp counter immediate(drop)",
+		"NEWRULE syslog_guard meta cmp payload bitwise cmp immediate",
+		"NEWRULE syslog_guard meta cmp payload bitwise cmp immediate",
+		"NEWRULE syslog_guard counter immediate(drop)",
+		fmt.Sprintf("NEWCHAIN prerouting hook %d priority -300 policy 1 type filter", unix.NF_INET_PRE_ROUTING),
+		"DELRULE prerouting",
+		jump, jump, jump,
+		ban("blocked4"),
+		ban("blocked6"),
+	}}
+	g := Guard{UDPPorts: []uint16{514}, TCPPorts: []uint16{514, 6514},
+		Senders: []netip.Prefix{netip.MustParsePrefix("192.0.2.25/32"), netip.MustParsePrefix("2001:db8:25::/64")}}
+	f, fk := openFake(t, enforcer.NFTablesConfig{}, WithSyslogGuard(g))
+	if err := f.Setup(t.Context()); err != nil {
+		t.Fatalf("Setup: %v", err)
+	}
+	if diff := cmp.Diff(want, describe(t, fk.taken())); diff != "" {
+		t.Errorf("Setup batches (-want +got):\n%s", diff)
+	}
+}
+
+func TestPrefixMask(t *testing.T) {
+	for _, tc := range []struct {
+		prefix string
+		want   []byte
+	}{
+		{"192.0.2.0/24", []byte{255, 255, 255, 0}},
+		{"198.51.100.25/32", []byte{255, 255, 255, 255}},
+		{"10.0.0.0/9", []byte{255, 128, 0, 0}},
+		{"0.0.0.0/0", []byte{0, 0, 0, 0}},
+		{"2001:db8::/33", []byte{255, 255, 255, 255, 128, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}},
+	} {
+		if diff := cmp.Diff(tc.want, prefixMask(netip.MustParsePrefix(tc.prefix))); diff != "" {
+			t.Errorf("prefixMask(%s) (-want +got):\n%s", tc.prefix, diff)
+		}
 	}
 }
 
@@ -433,6 +491,8 @@ func TestWireRestore(t *testing.T) {
 		"NEWSETELEM blocked6 2001:db8::1 timeout 1m0s",
 		"DELSETELEM ports (all)",
 		"NEWSETELEM ports 25",
+		"NEWCHAIN syslog_guard",
+		"DELRULE syslog_guard",
 		fmt.Sprintf("NEWCHAIN prerouting hook %d priority -300 policy 1 type filter", unix.NF_INET_PRE_ROUTING),
 		"DELRULE prerouting",
 		"NEWRULE prerouting meta cmp payload lookup(@blocked4) meta cmp payload lookup(@ports) counter immediate(drop)",
@@ -518,8 +578,8 @@ func TestCancelledCallsDoNotRace(t *testing.T) {
 		want string
 	}{
 		{"Counters", func(ctx context.Context, f *Firewall) (string, error) {
-			p, b, err := f.Counters(ctx)
-			return fmt.Sprintf("%d packets, %d bytes", p, b), err
+			c, err := f.Counters(ctx)
+			return fmt.Sprintf("%d packets, %d bytes", c.BanPackets, c.BanBytes), err
 		}, "5 packets, 300 bytes"},
 		{"List", func(ctx context.Context, f *Firewall) (string, error) {
 			elems, err := f.List(ctx)
