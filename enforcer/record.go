@@ -20,6 +20,9 @@ const maxRecordBatch = 10_000
 // this. wormgate_record_lag shows the gap.
 const maxRecordDelay = time.Second
 
+// adoptTimeout bounds reading the kernel back at start-up.
+const adoptTimeout = 10 * time.Second
+
 // adoptedRule names the bans taken over from the kernel at start-up
 // because the record did not hold them (it fell behind before a crash).
 const adoptedRule = "adopted"
@@ -195,7 +198,13 @@ func (e *Enforcer) recordAll(d time.Duration) bool {
 // with their remaining time: after a crash the record may be behind the
 // kernel, and restoring the record alone would lift those bans.
 func (e *Enforcer) adopt(ctx context.Context) {
-	elems, err := e.fw.List(ctx)
+	// Bounded: reading a big set back must not hold up the start, which
+	// restores the record without it if need be.
+	lctx, cancel := context.WithTimeout(ctx, adoptTimeout)
+	defer cancel()
+	start := time.Now()
+	elems, err := e.fw.List(lctx)
+	e.log.Debug("kernel sets read back", "elements", len(elems), "took", time.Since(start), "err", err)
 	if err != nil {
 		// No table yet (first start) or an unreadable one: nothing to
 		// take over; the restore that follows builds the table.

@@ -105,7 +105,9 @@ func startDaemon(t testing.TB, ns *nftest.NS, args ...string) *daemon {
 		}
 	})
 	d.client = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: ns.Dial}}
-	deadline := time.Now().Add(10 * time.Second)
+	// Generous: under the race detector and the other packages' tests on
+	// two cores, a start with a big record can take seconds.
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		resp, err := d.client.Get("http://127.0.0.1:9514/healthz")
 		if err == nil {
@@ -120,7 +122,7 @@ func startDaemon(t testing.TB, ns *nftest.NS, args ...string) *daemon {
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("wormgate not healthy after 10s: %v\n%s", err, d.logText())
+			t.Fatalf("wormgate not healthy after 30s: %v\n%s", err, d.logText())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
