@@ -493,19 +493,19 @@ func (e *Enforcer) sweepLocked(now time.Time) {
 }
 
 // load fills the active bans from the store; protected addresses are
-// dropped. When the last run did not end cleanly the record may be behind
-// the kernel, and the kernel's own elements are adopted as well.
-func (e *Enforcer) load(ctx context.Context) error {
+// dropped. A record that could not be read was moved aside by the store,
+// which said so.
+func (e *Enforcer) load() error {
 	now := e.now()
 	bans, hist, err := e.store.Load(now, e.history)
 	if err != nil {
 		return err
 	}
-	clean, err := e.store.TakeClean()
-	if err != nil {
-		return err
+	if aside := e.store.Recovered(); aside != "" {
+		e.log.Error("the record could not be read and was moved aside; starting from the kernel's bans", "moved_to", aside)
 	}
 	e.mu.Lock()
+	defer e.mu.Unlock()
 	e.policy.RestoreHistory(hist)
 	if len(e.active) == 0 {
 		// Sized once: growing a map to 100k entries rehashes it many times.
@@ -521,11 +521,7 @@ func (e *Enforcer) load(ctx context.Context) error {
 		}
 		e.active[b.Addr] = b
 	}
-	e.mu.Unlock()
-	e.log.Info("record loaded", "bans", len(bans)-dropped, "offenders", len(hist), "dropped", dropped, "clean", clean)
-	if !clean {
-		e.adopt(ctx)
-	}
+	e.log.Info("record loaded", "bans", len(bans)-dropped, "offenders", len(hist), "dropped", dropped)
 	return nil
 }
 
@@ -593,9 +589,8 @@ func (e *Enforcer) Run(ctx context.Context) error {
 	}
 }
 
-// shutdown writes what is pending to the kernel, then to the record, and
-// marks the record clean when it holds every ban; each step has its own
-// deadline, so a hung disk cannot hold the process.
+// shutdown writes what is pending to the kernel, then to the record; each
+// step has its own deadline, so a hung disk cannot hold the process.
 func (e *Enforcer) shutdown(ctx context.Context, recStop context.CancelFunc, recWG *sync.WaitGroup) error {
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushTimeout)
 	err := e.write(fctx, false)
@@ -605,10 +600,8 @@ func (e *Enforcer) shutdown(ctx context.Context, recStop context.CancelFunc, rec
 	if n := e.banLog.suppressed(); n > 0 {
 		e.log.Info("more bans than are logged one by one", "bans", n, "see", "/api/v1/bans")
 	}
-	if e.store != nil && e.recordAll(flushTimeout) {
-		if merr := e.store.MarkClean(); merr != nil {
-			e.log.Error("record not marked clean; the next start reads the kernel back", "err", merr)
-		}
+	if e.store != nil {
+		e.recordAll(flushTimeout)
 	}
 	if err != nil {
 		return fmt.Errorf("enforcer: final flush: %w", err)
@@ -616,24 +609,27 @@ func (e *Enforcer) shutdown(ctx context.Context, recStop context.CancelFunc, rec
 	return nil
 }
 
-// start brings the kernel in line with the record before anything else
-// is written. Without a store it only sets up (adopting what the kernel
-// holds); with one, the recorded bans replace the sets' contents in the
-// same batch as the setup.
+// start brings the kernel and the active bans in line before anything
+// else is written, and never shrinks what the kernel enforces: the
+// kernel's own elements are adopted first (the record may be behind it
+// after a crash, or lost, rolled back or corrupt). When the kernel could
+// be read, one restore batch then holds record and kernel together; when
+// it could not, the table is set up without touching its elements and
+// every active ban is added on top.
 func (e *Enforcer) start(ctx context.Context) error {
 	if e.store != nil {
-		if err := e.load(ctx); err != nil {
+		if err := e.load(); err != nil {
 			return err
 		}
 	}
+	read := e.adopt(ctx)
 	backoff := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		var err error
-		if e.store != nil {
+		if read {
 			err = e.write(ctx, true)
-		} else if err = e.fw.Setup(ctx); err != nil {
-			e.m.fwErrors.WithLabelValues("setup").Inc()
-			e.fail(partFirewall, err)
+		} else {
+			err = e.setupAndAdd(ctx)
 		}
 		if err == nil {
 			return nil
@@ -649,6 +645,22 @@ func (e *Enforcer) start(ctx context.Context) error {
 		}
 		backoff *= 2
 	}
+}
+
+// setupAndAdd sets the table up keeping its elements and adds every active
+// ban as a refresh (the kernel may hold it already).
+func (e *Enforcer) setupAndAdd(ctx context.Context) error {
+	if err := e.fw.Setup(ctx); err != nil {
+		e.m.fwErrors.WithLabelValues("setup").Inc()
+		e.fail(partFirewall, err)
+		return err
+	}
+	e.mu.Lock()
+	for a, b := range e.active {
+		e.pending[a] = pendingBan{until: b.Until, refresh: true}
+	}
+	e.mu.Unlock()
+	return e.write(ctx, false)
 }
 
 // reconcile checks the ruleset and restores it when it drifted or when an

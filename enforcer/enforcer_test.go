@@ -131,6 +131,8 @@ func TestEnforcerRetriesFailedWrites(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	go func() { _ = e.Run(ctx) }()
+	// After start-up, whose restore would carry the ban otherwise.
+	waitFor(t, e.Ready)
 	e.Offend(off("2001:db8:66::66", "worm", 0))
 	waitFor(t, func() bool { return fw.has("2001:db8:66::66") })
 	if got := testutil.ToFloat64(e.m.fwErrors.WithLabelValues("add")); got != 3 {

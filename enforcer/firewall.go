@@ -76,8 +76,9 @@ type Firewall interface {
 	Add(ctx context.Context, elems []Element) error
 	// Delete removes addresses; an address that is not blocked is not an error.
 	Delete(ctx context.Context, addrs []netip.Addr) error
-	// List reads the blocked elements back from the kernel. It is slow on
-	// big sets and meant for audits and tests only.
+	// List reads the blocked elements back from the kernel; no table means
+	// no elements, not an error. It is slow on big sets: for start-up,
+	// audits and tests.
 	List(ctx context.Context) ([]Element, error)
 	// Close releases the connection. Bans stay in the kernel.
 	Close() error

@@ -194,22 +194,20 @@ func (e *Enforcer) recordAll(d time.Duration) bool {
 	}
 }
 
-// adopt takes over the kernel's elements that the record does not hold,
-// with their remaining time: after a crash the record may be behind the
-// kernel, and restoring the record alone would lift those bans.
-func (e *Enforcer) adopt(ctx context.Context) {
-	// Bounded: reading a big set back must not hold up the start, which
-	// restores the record without it if need be.
+// adopt takes over the kernel's elements that the active bans lack, with
+// their remaining time: after a crash the record may be behind the kernel,
+// and restoring the record alone would lift those bans. It reports
+// whether the kernel could be read.
+func (e *Enforcer) adopt(ctx context.Context) bool {
+	// Bounded: reading a big set back must not hold up the start for
+	// long; start then keeps the kernel's elements without reading them.
 	lctx, cancel := context.WithTimeout(ctx, adoptTimeout)
 	defer cancel()
 	start := time.Now()
 	elems, err := e.fw.List(lctx)
-	e.log.Debug("kernel sets read back", "elements", len(elems), "took", time.Since(start), "err", err)
 	if err != nil {
-		// No table yet (first start) or an unreadable one: nothing to
-		// take over; the restore that follows builds the table.
-		e.log.Info("no kernel bans to adopt", "why", err)
-		return
+		e.log.Warn("the kernel's sets could not be read back; keeping their elements and adding the record's", "err", err)
+		return false
 	}
 	now := e.now()
 	e.mu.Lock()
@@ -228,11 +226,14 @@ func (e *Enforcer) adopt(ctx context.Context) {
 		}
 		b := policy.Ban{Addr: a, Rule: adoptedRule, Start: now, Duration: el.Timeout, Until: now.Add(el.Timeout)}
 		e.active[a] = b
-		e.unrecorded[a] = unrecorded{ban: b}
+		if e.store != nil {
+			e.unrecorded[a] = unrecorded{ban: b}
+		}
 		adopted++
 	}
 	if adopted > 0 {
-		e.log.Warn("the record was behind the kernel (wormgate did not stop cleanly): bans adopted from the kernel", "adopted", adopted, "kernel", len(elems))
+		e.log.Warn("the kernel held bans the record did not (a crash, or a lost or damaged record): adopted", "adopted", adopted, "kernel", len(elems), "took", time.Since(start))
 		kick(e.recKick)
 	}
+	return true
 }

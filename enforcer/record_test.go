@@ -2,6 +2,7 @@ package enforcer
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -53,20 +54,21 @@ func TestRecordFailureNeverStopsTheKernel(t *testing.T) {
 	}
 }
 
-// TestCleanShutdownAndAdoption: a clean shutdown marks the record
-// complete, and the next start does not read the kernel back; a start
-// without the mark (a crash) adopts the kernel's bans that the record
-// lacks, and records them.
-func TestCleanShutdownAndAdoption(t *testing.T) {
+// TestStartAdoptsTheKernel: every start takes over the kernel's timed
+// elements that the record lacks (a crash, a lost or damaged record) and
+// records them; a start whose kernel cannot be read keeps the kernel's
+// elements (set-up and add, no restore), so no start ever lifts a ban.
+func TestStartAdoptsTheKernel(t *testing.T) {
 	dir := t.TempDir()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	rules := map[string]policy.RulePolicy{"worm": {Threshold: 1, Window: time.Hour}}
-	run := func(fw *listingFirewall, offend ...string) (*Enforcer, *store.Store) {
+	run := func(fw Firewall, offend ...string) *Enforcer {
 		t.Helper()
 		st, err := store.Open(dir)
 		if err != nil {
 			t.Fatal(err)
 		}
+		defer st.Close()
 		e, err := New(DefaultConfig(), rules, fw, log, prometheus.NewRegistry(), WithStore(st))
 		if err != nil {
 			t.Fatal(err)
@@ -83,57 +85,57 @@ func TestCleanShutdownAndAdoption(t *testing.T) {
 		if err := <-done; err != nil {
 			t.Fatal(err)
 		}
-		return e, st
+		return e
+	}
+	bans := func(e *Enforcer) []string {
+		var out []string
+		for _, b := range e.Bans() {
+			out = append(out, b.Addr.String()+" "+b.Rule)
+		}
+		slices.Sort(out)
+		return out
 	}
 
 	fw := &listingFirewall{recordingFirewall: newRecordingFirewall()}
-	_, st := run(fw, "203.0.113.1")
-	st.Close()
-	if fw.lists != 1 {
-		t.Errorf("a first start (no record yet) listed the kernel %d times, want 1", fw.lists)
-	}
-	fw.lists = 0
-
-	// Clean: the kernel is not listed, its extra element is not adopted
-	// (the restore replaces it).
-	fw.elems[netip.MustParseAddr("203.0.113.9")] = time.Hour
-	e, st := run(fw)
-	if fw.lists != 0 {
-		t.Errorf("a start after a clean shutdown listed the kernel %d times", fw.lists)
-	}
-	if got := e.ActiveCount(); got != 1 {
-		t.Errorf("active after a clean start = %d, want 1", got)
-	}
-	// A crash: the mark is gone (TakeClean), the run is never stopped.
-	if _, err := st.TakeClean(); err != nil {
-		t.Fatal(err)
-	}
-	st.Close()
-
+	run(fw, "203.0.113.1")
+	// The kernel gained bans the record never saw, and one without a
+	// timeout (added by hand).
 	fw.elems[netip.MustParseAddr("203.0.113.9")] = time.Hour
 	fw.elems[netip.MustParseAddr("2001:db8::9")] = 30 * time.Minute
-	fw.lists = 0
-	e, st = run(fw)
-	defer st.Close()
-	if fw.lists != 1 {
-		t.Errorf("a start after a crash listed the kernel %d times, want 1", fw.lists)
-	}
-	var got []string
-	for _, b := range e.Bans() {
-		got = append(got, b.Addr.String()+" "+b.Rule)
-	}
-	slices.Sort(got)
+	fw.elems[netip.MustParseAddr("198.51.100.1")] = 0
+	e := run(fw)
 	want := []string{"2001:db8::9 adopted", "203.0.113.1 worm", "203.0.113.9 adopted"}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("bans after a crash (-want +got):\n%s", diff)
+	if diff := cmp.Diff(want, bans(e)); diff != "" {
+		t.Errorf("bans after the start (-want +got):\n%s", diff)
+	}
+	st, err := store.Open(dir)
+	if err != nil {
+		t.Fatal(err)
 	}
 	recorded, _, err := st.Load(time.Now(), 0)
+	st.Close()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(recorded) != 3 {
 		t.Errorf("%d bans in the record after the adoption, want 3", len(recorded))
 	}
+
+	// A kernel that cannot be read: its elements stay, the record's are
+	// added, nothing is restored away.
+	blind := &blindFirewall{recordingFirewall: newRecordingFirewall()}
+	blind.elems[netip.MustParseAddr("203.0.113.77")] = time.Hour
+	run(blind)
+	if blind.restores != 0 || !blind.has("203.0.113.77") || !blind.has("203.0.113.1") {
+		t.Errorf("unreadable kernel: %d restores, kernel %v; want no restore, 203.0.113.77 kept, 203.0.113.1 added", blind.restores, blind.elems)
+	}
+}
+
+// blindFirewall cannot read its sets back.
+type blindFirewall struct{ *recordingFirewall }
+
+func (f *blindFirewall) List(context.Context) ([]Element, error) {
+	return nil, errors.New("list: no buffer space available")
 }
 
 // listingFirewall is a recordingFirewall whose List returns what it holds

@@ -122,10 +122,6 @@ func BenchmarkStartup100k(b *testing.B) {
 	if err := st.Commit(bans, nil, nil); err != nil {
 		b.Fatal(err)
 	}
-	// As a clean shutdown leaves it (each run below does the same).
-	if err := st.MarkClean(); err != nil {
-		b.Fatal(err)
-	}
 	if err := st.Close(); err != nil {
 		b.Fatal(err)
 	}

@@ -260,6 +260,16 @@ func (n *Firewall) Delete(ctx context.Context, addrs []netip.Addr) error {
 // it never returns an element twice.
 func (n *Firewall) List(ctx context.Context) ([]enforcer.Element, error) {
 	out, err := call(ctx, n, "list", func(ctx context.Context, k *kernel) ([]enforcer.Element, error) {
+		// A table that is not there holds no bans: that is an answer,
+		// not an error (the enforcer tells "nothing to keep" from "could
+		// not read what is there").
+		tables, err := k.conn.ListTablesOfFamily(k.table.Family)
+		if err != nil {
+			return nil, fmt.Errorf("read tables: %w", err)
+		}
+		if !slices.ContainsFunc(tables, func(t *nftables.Table) bool { return t.Name == k.table.Name }) {
+			return nil, nil
+		}
 		return k.list(ctx)
 	})
 	if err != nil {

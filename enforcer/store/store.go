@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"time"
 
@@ -32,76 +33,110 @@ const (
 var (
 	bansBucket    = []byte("bans")
 	historyBucket = []byte("offenders")
-	metaBucket    = []byte("meta")
-	// cleanKey is set by a shutdown that left the record complete and
-	// cleared by the start that follows.
-	cleanKey = []byte("clean")
 )
 
 // Store is the durable record of active bans and offender history in a
 // bbolt file. Every Commit is one fsynced transaction. The enforcer
-// commits behind the kernel, so a crash can leave bans in the kernel that
-// the record lacks: a clean shutdown says so with MarkClean, and a start
-// that finds no such mark takes those bans over from the kernel.
+// commits behind the kernel and adopts the kernel's bans at every start,
+// so a record that fell behind, was lost or had to be replaced never
+// lifts a ban.
 type Store struct {
-	db *bolt.DB
+	db   *bolt.DB
+	path string
+	// recovered is where a file that could not be read was moved.
+	recovered string
 }
 
-// Open opens (or creates) dir/state.db. dir is created 0700.
+// ErrCorrupt marks a state file that bbolt cannot open or read.
+var ErrCorrupt = errors.New("state file corrupt")
+
+// Open opens (or creates) dir/state.db; dir is created 0700. A file that
+// cannot be opened or read as a bbolt file (truncated, overwritten) is
+// moved aside as state.db.corrupt-TIMESTAMP, never deleted, and a new one
+// is made; Recovered names the old one.
 func Open(dir string) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
-	path := filepath.Join(dir, stateFile)
-	db, err := bolt.Open(path, 0o600, &bolt.Options{
-		Timeout:        lockTimeout,
-		NoFreelistSync: true,
-		FreelistType:   bolt.FreelistMapType,
-	})
-	if errors.Is(err, bolterrors.ErrTimeout) {
-		return nil, fmt.Errorf("open store %s: %w", path, ErrStoreLocked)
+	s := &Store{path: filepath.Join(dir, stateFile)}
+	err := s.open()
+	if errors.Is(err, ErrCorrupt) {
+		err = s.moveAside(err)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("open store %s: %w", path, err)
+		return nil, err
 	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bansBucket, historyBucket, metaBucket} {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		_ = db.Close()
-		return nil, fmt.Errorf("open store %s: %w", path, err)
-	}
-	return &Store{db: db}, nil
+	return s, nil
 }
 
-// MarkClean records that the record holds every ban: the next start need
-// not read the kernel back.
-func (s *Store) MarkClean() error {
-	err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(metaBucket).Put(cleanKey, []byte{1}) })
+// Recovered is the path the unreadable file was moved to, or "".
+func (s *Store) Recovered() string { return s.recovered }
+
+// moveAside keeps the unreadable file for an operator and starts anew.
+func (s *Store) moveAside(cause error) error {
+	if s.db != nil {
+		_ = guard(s.db.Close)
+		s.db = nil
+	}
+	aside := fmt.Sprintf("%s.corrupt-%s", s.path, time.Now().UTC().Format("20060102T150405Z"))
+	if err := os.Rename(s.path, aside); err != nil {
+		return fmt.Errorf("open store %s: %w; moving it aside: %w", s.path, cause, err)
+	}
+	s.recovered = aside
+	return s.open()
+}
+
+// guard runs fn, turning bbolt's panics and memory faults on a damaged
+// file (it maps the file and trusts its pages) into ErrCorrupt.
+func guard(fn func() error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: %v", ErrCorrupt, r)
+		}
+	}()
+	return fn()
+}
+
+func (s *Store) open() error {
+	path := s.path
+	var db *bolt.DB
+	err := guard(func() (err error) {
+		db, err = bolt.Open(path, 0o600, &bolt.Options{
+			Timeout:        lockTimeout,
+			NoFreelistSync: true,
+			FreelistType:   bolt.FreelistMapType,
+		})
+		return err
+	})
+	switch {
+	case errors.Is(err, bolterrors.ErrTimeout):
+		return fmt.Errorf("open store %s: %w", path, ErrStoreLocked)
+	case errors.Is(err, bolterrors.ErrInvalid), errors.Is(err, bolterrors.ErrChecksum),
+		errors.Is(err, bolterrors.ErrVersionMismatch), errors.Is(err, ErrCorrupt):
+		return fmt.Errorf("open store %s: %w: %w", path, ErrCorrupt, err)
+	case err != nil:
+		return fmt.Errorf("open store %s: %w", path, err)
+	}
+	s.db = db
+	err = guard(func() error {
+		return db.Update(func(tx *bolt.Tx) error {
+			for _, b := range [][]byte{bansBucket, historyBucket} {
+				if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	})
 	if err != nil {
-		return fmt.Errorf("mark store clean: %w", err)
+		if !errors.Is(err, ErrCorrupt) {
+			_ = db.Close()
+			s.db = nil
+		}
+		return fmt.Errorf("open store %s: %w", path, err)
 	}
 	return nil
-}
-
-// TakeClean reports whether the last shutdown marked the record clean and
-// clears the mark, so that a crash from now on is noticed.
-func (s *Store) TakeClean() (bool, error) {
-	var clean bool
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		mb := tx.Bucket(metaBucket)
-		clean = len(mb.Get(cleanKey)) == 1 && mb.Get(cleanKey)[0] == 1
-		return mb.Delete(cleanKey)
-	})
-	if err != nil {
-		return false, fmt.Errorf("read store mark: %w", err)
-	}
-	return clean, nil
 }
 
 // Close closes the file.
@@ -116,56 +151,69 @@ func (s *Store) Close() error {
 // maxHistory offenders, the most recently seen. Expired bans and older
 // history are deleted in the same transaction, so the file stays bounded.
 func (s *Store) Load(now time.Time, maxHistory int) ([]policy.Ban, []policy.History, error) {
+	bans, hist, err := s.load(now, maxHistory)
+	if errors.Is(err, ErrCorrupt) {
+		if err := s.moveAside(err); err != nil {
+			return nil, nil, err
+		}
+		return nil, nil, nil
+	}
+	return bans, hist, err
+}
+
+func (s *Store) load(now time.Time, maxHistory int) ([]policy.Ban, []policy.History, error) {
 	var bans []policy.Ban
 	var hist []policy.History
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		bans, hist = bans[:0], hist[:0]
-		bb := tx.Bucket(bansBucket)
-		var stale [][]byte
-		err := bb.ForEach(func(k, v []byte) error {
-			b, err := decodeBan(k, v)
-			if err != nil || !b.Until.After(now) {
-				stale = append(stale, slices.Clone(k))
+	err := guard(func() error {
+		return s.db.Update(func(tx *bolt.Tx) error {
+			bans, hist = bans[:0], hist[:0]
+			bb := tx.Bucket(bansBucket)
+			var stale [][]byte
+			err := bb.ForEach(func(k, v []byte) error {
+				b, err := decodeBan(k, v)
+				if err != nil || !b.Until.After(now) {
+					stale = append(stale, slices.Clone(k))
+					return nil
+				}
+				bans = append(bans, b)
 				return nil
-			}
-			bans = append(bans, b)
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		for _, k := range stale {
-			if err := bb.Delete(k); err != nil {
-				return err
-			}
-		}
-		hb := tx.Bucket(historyBucket)
-		stale = stale[:0]
-		err = hb.ForEach(func(k, v []byte) error {
-			h, err := decodeHistory(k, v)
+			})
 			if err != nil {
-				stale = append(stale, slices.Clone(k))
-				return nil
-			}
-			hist = append(hist, h)
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		if len(hist) > maxHistory {
-			slices.SortFunc(hist, func(a, b policy.History) int { return b.LastSeen.Compare(a.LastSeen) })
-			for _, h := range hist[maxHistory:] {
-				stale = append(stale, h.Addr.AsSlice())
-			}
-			hist = hist[:maxHistory]
-		}
-		for _, k := range stale {
-			if err := hb.Delete(k); err != nil {
 				return err
 			}
-		}
-		return nil
+			for _, k := range stale {
+				if err := bb.Delete(k); err != nil {
+					return err
+				}
+			}
+			hb := tx.Bucket(historyBucket)
+			stale = stale[:0]
+			err = hb.ForEach(func(k, v []byte) error {
+				h, err := decodeHistory(k, v)
+				if err != nil {
+					stale = append(stale, slices.Clone(k))
+					return nil
+				}
+				hist = append(hist, h)
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			if len(hist) > maxHistory {
+				slices.SortFunc(hist, func(a, b policy.History) int { return b.LastSeen.Compare(a.LastSeen) })
+				for _, h := range hist[maxHistory:] {
+					stale = append(stale, h.Addr.AsSlice())
+				}
+				hist = hist[:maxHistory]
+			}
+			for _, k := range stale {
+				if err := hb.Delete(k); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("load store: %w", err)

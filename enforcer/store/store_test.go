@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"math/rand/v2"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -56,5 +58,82 @@ func BenchmarkStoreCommit100k(b *testing.B) {
 		b.StopTimer()
 		_ = st.Close()
 		b.StartTimer()
+	}
+}
+
+// damages are the ways a state file is found broken: each must open (a
+// corrupt file moved aside, never deleted), never panic.
+var damages = []struct {
+	name    string
+	damage  func(t *testing.T, path string)
+	corrupt bool // moved aside
+}{
+	{"deleted", func(t *testing.T, p string) { mustDo(t, os.Remove(p)) }, false},
+	{"truncated to 0", func(t *testing.T, p string) { mustDo(t, os.Truncate(p, 0)) }, false},
+	{"truncated to 8 KiB", func(t *testing.T, p string) { mustDo(t, os.Truncate(p, 8<<10)) }, true},
+	{"garbage in meta page 0", func(t *testing.T, p string) { overwrite(t, p, 0, 4096) }, false},
+	{"garbage in both meta pages", func(t *testing.T, p string) { overwrite(t, p, 0, 8192) }, true},
+	{"garbage in data pages", func(t *testing.T, p string) { overwrite(t, p, 16<<10, 64<<10) }, true},
+}
+
+func mustDo(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// overwrite fills [off, off+n) of the file with random bytes.
+func overwrite(t *testing.T, path string, off, n int64) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	mustDo(t, err)
+	defer f.Close()
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(rand.IntN(256))
+	}
+	_, err = f.WriteAt(b, off)
+	mustDo(t, err)
+}
+
+// TestDamagedStateFile: a damaged file never panics Open or Load; a
+// corrupt one is moved aside (kept for the operator) and replaced by an
+// empty record, which the enforcer fills from the kernel.
+func TestDamagedStateFile(t *testing.T) {
+	now := time.Now()
+	for _, tc := range damages {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			st, err := Open(dir)
+			mustDo(t, err)
+			bans := make([]policy.Ban, 1000)
+			for i := range bans {
+				a := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 14: byte(i >> 8), 15: byte(i)})
+				bans[i] = policy.Ban{Addr: a, Rule: "worm-signature", Start: now, Until: now.Add(time.Hour), Duration: time.Hour, Hits: 1}
+			}
+			mustDo(t, st.Commit(bans, nil, nil))
+			mustDo(t, st.Close())
+			tc.damage(t, filepath.Join(dir, stateFile))
+
+			st, err = Open(dir)
+			if err != nil {
+				t.Fatalf("Open of a damaged file: %v", err)
+			}
+			defer st.Close()
+			got, _, err := st.Load(now, 100)
+			if err != nil {
+				t.Fatalf("Load of a damaged file: %v", err)
+			}
+			if len(got) > len(bans) {
+				t.Errorf("Load returned %d bans, more than were written", len(got))
+			}
+			aside, _ := filepath.Glob(filepath.Join(dir, stateFile+".corrupt-*"))
+			if tc.corrupt != (st.Recovered() != "") || len(aside) != map[bool]int{true: 1, false: 0}[tc.corrupt] {
+				t.Errorf("Recovered() = %q, files aside %v; want moved aside: %v", st.Recovered(), aside, tc.corrupt)
+			}
+			// The new record works.
+			mustDo(t, st.Commit(bans[:1], nil, nil))
+		})
 	}
 }
