@@ -71,8 +71,11 @@ type Enforcer struct {
 	// overtaken by an add of the same address that was already on its way.
 	wmu sync.Mutex
 	// rmu orders record commits.
-	rmu     sync.Mutex
-	recKick chan struct{}
+	rmu sync.Mutex
+	// commitSince is when the running record commit began (Unix ns), 0
+	// when none runs; the watchdog in Status reads it.
+	commitSince atomic.Int64
+	recKick     chan struct{}
 
 	mu     sync.Mutex
 	policy *policy.Policy
@@ -369,6 +372,18 @@ func (e *Enforcer) counter(vec *prometheus.CounterVec, rule, verdict string) pro
 	return c
 }
 
+// waitTimeout waits for wg at most d and reports whether it finished.
+func waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return true
+	case <-time.After(d):
+		return false
+	}
+}
+
 // kick wakes the goroutine that waits on c, without blocking.
 func kick(c chan struct{}) {
 	select {
@@ -448,13 +463,23 @@ func (e *Enforcer) Status() Status {
 	e.smu.Lock()
 	defer e.smu.Unlock()
 	var failing []string
+	lastErr, lastErrAt := e.lastErr, e.lastErrAt
 	for _, part := range []string{partFirewall, partRecord} {
 		if e.failing[part] {
 			failing = append(failing, part)
 		}
 	}
+	if since := e.commitSince.Load(); since != 0 {
+		if stalled := time.Since(time.Unix(0, since)); stalled > commitStall {
+			if !slices.Contains(failing, partRecord) {
+				failing = append(failing, partRecord)
+			}
+			lastErr = fmt.Sprintf("record commit has not returned for %v: the disk does not answer", stalled.Round(time.Second))
+			lastErrAt = time.Unix(0, since).Add(commitStall)
+		}
+	}
 	return Status{
-		Ready: e.ready.Load(), Degraded: len(failing) > 0, Failing: failing, LastError: e.lastErr, LastErrorAt: e.lastErrAt,
+		Ready: e.ready.Load(), Degraded: len(failing) > 0, Failing: failing, LastError: lastErr, LastErrorAt: lastErrAt,
 		Pending: pending, RecordLag: lag, Restores: e.restores.Load(), Durable: e.store != nil,
 	}
 }
@@ -596,7 +621,12 @@ func (e *Enforcer) shutdown(ctx context.Context, recStop context.CancelFunc, rec
 	err := e.write(fctx, false)
 	cancel()
 	recStop()
-	recWG.Wait()
+	if !waitTimeout(recWG, flushTimeout) {
+		// The recorder is stuck in a commit on a hung disk: the kernel has
+		// every ban, and the next start adopts what the record lacks.
+		e.log.Error("record writer did not stop: the disk does not answer", "waited", flushTimeout)
+		return err
+	}
 	if n := e.banLog.suppressed(); n > 0 {
 		e.log.Info("more bans than are logged one by one", "bans", n, "see", "/api/v1/bans")
 	}

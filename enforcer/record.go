@@ -20,6 +20,11 @@ const maxRecordBatch = 10_000
 // this. wormgate_record_lag shows the gap.
 const maxRecordDelay = time.Second
 
+// commitStall is how long a record commit may take before Status calls
+// the record failing: a hung disk (fsfreeze, a dead NFS server) never
+// returns an error by itself.
+const commitStall = 5 * time.Second
+
 // adoptTimeout bounds reading the kernel back at start-up.
 const adoptTimeout = 10 * time.Second
 
@@ -79,7 +84,9 @@ func (e *Enforcer) record() error {
 		}
 	}
 
+	e.commitSince.Store(time.Now().UnixNano())
 	err := e.store.Commit(bans, hist, dels)
+	e.commitSince.Store(0)
 
 	e.mu.Lock()
 	e.recInflight = 0

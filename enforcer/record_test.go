@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -154,4 +155,24 @@ func (f *listingFirewall) List(context.Context) ([]Element, error) {
 		out = append(out, Element{Addr: a, Timeout: d})
 	}
 	return out, nil
+}
+
+// TestCommitWatchdog: a commit that does not return (a frozen disk never
+// fails by itself) makes Status report the record failing after
+// commitStall, with the reason.
+func TestCommitWatchdog(t *testing.T) {
+	e, _ := newTestEnforcer(t, DefaultConfig(), newRecordingFirewall())
+	e.commitSince.Store(time.Now().Add(-commitStall / 2).UnixNano())
+	if s := e.Status(); s.Degraded {
+		t.Errorf("a commit running %v: status %+v, want not degraded yet", commitStall/2, s)
+	}
+	e.commitSince.Store(time.Now().Add(-2 * commitStall).UnixNano())
+	s := e.Status()
+	if !s.Degraded || !slices.Contains(s.Failing, partRecord) || !strings.Contains(s.LastError, "has not returned") {
+		t.Errorf("a commit running %v: status %+v, want the record failing with the reason", 2*commitStall, s)
+	}
+	e.commitSince.Store(0)
+	if s := e.Status(); s.Degraded {
+		t.Errorf("after the commit returned: status %+v, want healthy", s)
+	}
 }

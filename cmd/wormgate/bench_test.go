@@ -242,7 +242,8 @@ func BenchmarkBulkToKernel(b *testing.B) {
 type statusReply struct {
 	BansActive int `json:"bans_active"`
 	Enforcer   struct {
-		Pending int `json:"pending"`
+		Pending   int `json:"pending"`
+		RecordLag int `json:"record_lag"`
 	} `json:"enforcer"`
 }
 

@@ -1,9 +1,13 @@
 package main
 
 import (
+	"io"
 	"math/rand/v2"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -81,5 +85,83 @@ func TestServeDamagedRecord(t *testing.T) {
 				t.Errorf("files kept aside: %v; want one: %v", aside, tc.aside)
 			}
 		})
+	}
+}
+
+// TestServeFullDisk: the state directory on a tiny tmpfs fills up. New
+// offenders still reach the kernel at once; /healthz says the record is
+// failing; once there is room again the record catches up within 5 s and
+// holds every ban.
+func TestServeFullDisk(t *testing.T) {
+	nftest.Require(t, "ip", "nft", "mount", "umount")
+	gw := nftest.NewNS(t)
+	cfg, stateDir := durableConfigDir(t)
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=64k", "wgtest", stateDir).CombinedOutput(); err != nil {
+		t.Fatalf("mount tmpfs: %v: %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", stateDir).Run() })
+	d := startDaemon(t, gw, "--config", cfg)
+
+	payload, addrs := burstLines(1000)
+	start := time.Now()
+	sendTCP(t, gw, "127.0.0.1:514", payload)
+	for len(kernelTimed(t, gw)) < len(addrs) {
+		if time.Since(start) > 10*time.Second {
+			t.Fatalf("only %d of %d bans in the kernel with the disk full", len(kernelTimed(t, gw)), len(addrs))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("1000 bans in the kernel %v after the burst, with the disk full", time.Since(start).Round(time.Millisecond))
+	var body string
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := d.client.Get("http://127.0.0.1:9514/healthz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		body = string(b)
+		if resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(body, "record") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/healthz = %d %q with the record failing, want 503 naming the record", resp.StatusCode, body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("/healthz: %s", strings.TrimSpace(body))
+
+	if out, err := exec.Command("mount", "-o", "remount,size=16m", stateDir).CombinedOutput(); err != nil {
+		t.Fatalf("remount: %v: %s", err, out)
+	}
+	freed := time.Now()
+	for {
+		lag := d.status(t).Enforcer.RecordLag
+		if lag == 0 {
+			break
+		}
+		if time.Since(freed) > 5*time.Second {
+			t.Fatalf("record lag %d 5s after space was freed", lag)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("record caught up %v after space was freed", time.Since(freed).Round(time.Millisecond))
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	<-d.done
+	recorded := recordedBans(t, stateDir)
+	missing := 0
+	for _, a := range addrs {
+		if !recorded[a] {
+			missing++
+		}
+	}
+	if missing > 0 {
+		t.Errorf("%d of %d bans missing from the record", missing, len(addrs))
 	}
 }

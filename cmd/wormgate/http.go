@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"sort"
@@ -38,6 +39,12 @@ func (s *status) handler() http.Handler {
 func (s *status) healthz(w http.ResponseWriter, r *http.Request) {
 	if !s.enf.Ready() {
 		http.Error(w, "firewall not ready", http.StatusServiceUnavailable)
+		return
+	}
+	// Degraded is unhealthy even while bans still reach the kernel: an
+	// operator must learn that the record or the firewall is failing.
+	if st := s.enf.Status(); st.Degraded {
+		http.Error(w, fmt.Sprintf("degraded: %s failing: %s", strings.Join(st.Failing, ", "), st.LastError), http.StatusServiceUnavailable)
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
