@@ -330,3 +330,60 @@ func cmpSortBans(less func(a, b policy.Ban) bool) cmp.Option {
 		return out
 	})
 }
+
+// TestEnforcerCapSweepsWhenDue: at the cap a refusal does not scan the
+// bans, yet a ban that has expired frees its place for the next offender.
+func TestEnforcerCapSweepsWhenDue(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.MaxActiveBans = 2
+	cfg.BanFor = time.Hour
+	e, clock := newClockedEnforcer(t, cfg, newRecordingFirewall())
+	verdict := func(a string) string {
+		e.Offend(matcher.Offense{Addr: netip.MustParseAddr(a), Rule: "worm"})
+		if _, ok := e.active[netip.MustParseAddr(a)]; ok {
+			return a + " banned"
+		}
+		return a + " refused"
+	}
+	got := []string{verdict("203.0.113.1")}
+	clock.add(30 * time.Minute)
+	got = append(got, verdict("203.0.113.2"), verdict("203.0.113.3"))
+	clock.add(31 * time.Minute) // .1 expired, .2 has not
+	got = append(got, verdict("203.0.113.4"), verdict("203.0.113.5"))
+	want := []string{"203.0.113.1 banned", "203.0.113.2 banned", "203.0.113.3 refused", "203.0.113.4 banned", "203.0.113.5 refused"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+// BenchmarkRefusalAtCap: one op is an offense by a new address refused at
+// the cap, with 1,000,000 active bans. It must not scan them.
+func BenchmarkRefusalAtCap(b *testing.B) {
+	cfg := DefaultConfig()
+	cfg.MaxActiveBans = 1_000_000
+	cfg.MaxNewBansPerSecond = 1 << 30
+	e, err := New(cfg, map[string]policy.RulePolicy{"worm": {Threshold: 1, Window: time.Hour}}, NewDryRun(slog.New(slog.DiscardHandler)),
+		slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
+	ip := netip.MustParseAddr("2001:db8::")
+	for range cfg.MaxActiveBans {
+		ip = ip.Next()
+		e.Offend(matcher.Offense{Addr: ip, Rule: "worm"})
+	}
+	if n := e.ActiveCount(); n != cfg.MaxActiveBans {
+		b.Fatalf("%d active bans, want %d", n, cfg.MaxActiveBans)
+	}
+	b.ResetTimer()
+	for range b.N {
+		ip = ip.Next()
+		if d := e.Offend(matcher.Offense{Addr: ip, Rule: "worm"}); d.Verdict != policy.VerdictBan {
+			b.Fatalf("verdict %v", d.Verdict)
+		}
+	}
+	b.StopTimer()
+	if n := e.ActiveCount(); n != cfg.MaxActiveBans {
+		b.Fatalf("%d active bans after the refusals, want %d", n, cfg.MaxActiveBans)
+	}
+}

@@ -93,6 +93,10 @@ type Enforcer struct {
 	recInflight int
 	// dels are bans to delete from the store (expired or lifted).
 	dels map[netip.Addr]struct{}
+	// nextExpiry is no later than the earliest Until in active, or zero
+	// when unknown (after a load or an adoption), so that a sweep can be
+	// skipped when nothing can have expired.
+	nextExpiry time.Time
 	// The new-ban token bucket.
 	rate   float64
 	tokens float64
@@ -323,7 +327,11 @@ func (e *Enforcer) activateLocked(b policy.Ban, hist *policy.History, now time.T
 		b.Start = old.Start
 	} else {
 		if len(e.active) >= e.maxActive {
-			e.sweepLocked(now)
+			// Sweep only when a ban can have expired: at the cap every
+			// refused offense would otherwise scan every ban.
+			if !now.Before(e.nextExpiry) {
+				e.sweepLocked(now)
+			}
 			if len(e.active) >= e.maxActive {
 				e.m.refused.WithLabelValues("cap").Inc()
 				// A sentinel, not a formatted error: under a flood
@@ -338,6 +346,10 @@ func (e *Enforcer) activateLocked(b policy.Ban, hist *policy.History, now time.T
 	}
 	delete(e.dels, b.Addr)
 	e.active[b.Addr] = b
+	if b.Until.Before(e.nextExpiry) {
+		// Zero stays zero: unknown until the next sweep.
+		e.nextExpiry = b.Until
+	}
 	e.pending[b.Addr] = pendingBan{until: b.Until, refresh: refresh}
 	kick(e.kick)
 	if e.store != nil {
@@ -507,14 +519,20 @@ func (e *Enforcer) succeed(part string) {
 // sweepLocked forgets expired bans (the kernel expires them by itself)
 // and queues their deletion from the record.
 func (e *Enforcer) sweepLocked(now time.Time) {
+	var next time.Time
 	for a, b := range e.active {
 		if !b.Until.After(now) {
 			delete(e.active, a)
 			if e.store != nil {
 				e.dels[a] = struct{}{}
 			}
+			continue
+		}
+		if next.IsZero() || b.Until.Before(next) {
+			next = b.Until
 		}
 	}
+	e.nextExpiry = next
 }
 
 // load fills the active bans from the store; protected addresses are
@@ -546,6 +564,7 @@ func (e *Enforcer) load() error {
 		}
 		e.active[b.Addr] = b
 	}
+	e.nextExpiry = time.Time{}
 	e.log.Info("record loaded", "bans", len(bans)-dropped, "offenders", len(hist), "dropped", dropped)
 	return nil
 }

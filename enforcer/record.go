@@ -233,6 +233,7 @@ func (e *Enforcer) adopt(ctx context.Context) bool {
 		}
 		b := policy.Ban{Addr: a, Rule: adoptedRule, Start: now, Duration: el.Timeout, Until: now.Add(el.Timeout)}
 		e.active[a] = b
+		e.nextExpiry = time.Time{}
 		if e.store != nil {
 			e.unrecorded[a] = unrecorded{ban: b}
 		}
