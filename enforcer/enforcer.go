@@ -29,8 +29,10 @@ var ErrCapReached = errors.New("active ban cap reached")
 var ErrRateLimited = errors.New("new ban rate limit reached")
 
 const (
-	// flushTimeout bounds the last write to the kernel after shutdown began.
-	flushTimeout = 5 * time.Second
+	// flushTimeout bounds the whole shutdown: the last kernel write, then
+	// what the record can take; the record's disk may hang, and the
+	// kernel keeps every ban anyway (the next start adopts them).
+	flushTimeout = 4 * time.Second
 	// reconcileEvery is how often the ruleset is checked; a deleted table
 	// is back within this plus one restore.
 	reconcileEvery = time.Second
@@ -636,21 +638,20 @@ func (e *Enforcer) Run(ctx context.Context) error {
 // shutdown writes what is pending to the kernel, then to the record; each
 // step has its own deadline, so a hung disk cannot hold the process.
 func (e *Enforcer) shutdown(ctx context.Context, recStop context.CancelFunc, recWG *sync.WaitGroup) error {
-	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushTimeout)
+	deadline := time.Now().Add(flushTimeout)
+	fctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
 	err := e.write(fctx, false)
 	cancel()
 	recStop()
-	if !waitTimeout(recWG, flushTimeout) {
-		// The recorder is stuck in a commit on a hung disk: the kernel has
-		// every ban, and the next start adopts what the record lacks.
-		e.log.Error("record writer did not stop: the disk does not answer", "waited", flushTimeout)
-		return err
-	}
 	if n := e.banLog.suppressed(); n > 0 {
 		e.log.Info("more bans than are logged one by one", "bans", n, "see", "/api/v1/bans")
 	}
-	if e.store != nil {
-		e.recordAll(flushTimeout)
+	if !waitTimeout(recWG, time.Until(deadline)) {
+		// The recorder is stuck in a commit on a hung disk: the kernel has
+		// every ban, and the next start adopts what the record lacks.
+		e.log.Error("record writer did not stop: the disk does not answer", "waited", flushTimeout)
+	} else if e.store != nil {
+		e.recordAll(time.Until(deadline))
 	}
 	if err != nil {
 		return fmt.Errorf("enforcer: final flush: %w", err)

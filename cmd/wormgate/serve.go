@@ -31,7 +31,7 @@ import (
 )
 
 // storeCloseTimeout bounds closing the record at shutdown.
-const storeCloseTimeout = 2 * time.Second
+const storeCloseTimeout = 500 * time.Millisecond
 
 // errDiskHung: the record's disk did not answer in time.
 var errDiskHung = errors.New("disk does not answer")
