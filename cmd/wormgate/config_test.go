@@ -82,14 +82,15 @@ matcher:
       window: 10m
       ban_for: 1h
       dry_run: true
+      evidence: weak
 `)
 	cfg, err := loadConfig(p)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := map[string]policy.RulePolicy{
-		"worm": {Threshold: matcher.DefaultThreshold, Window: matcher.DefaultWindow},
-		"sasl": {Threshold: 5, Window: 10 * time.Minute, BanFor: time.Hour, DryRun: true},
+		"worm": {Threshold: matcher.DefaultThreshold, Window: matcher.DefaultWindow, Evidence: matcher.EvidenceStrong},
+		"sasl": {Threshold: 5, Window: 10 * time.Minute, BanFor: time.Hour, DryRun: true, Evidence: matcher.EvidenceWeak},
 	}
 	if diff := cmp.Diff(want, rulePolicies(cfg.Matcher)); diff != "" {
 		t.Errorf("rulePolicies (-want +got):\n%s", diff)

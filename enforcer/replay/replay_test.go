@@ -34,7 +34,7 @@ var (
 func testConfig() Config {
 	rules := make(map[string]policy.RulePolicy)
 	for _, r := range matcher.DefaultConfig().Rules {
-		rules[r.Name] = policy.RulePolicy{Threshold: r.Threshold, Window: r.Window, BanFor: r.BanFor, DryRun: r.DryRun}
+		rules[r.Name] = policy.RulePolicy{Threshold: r.Threshold, Window: r.Window, BanFor: r.BanFor, DryRun: r.DryRun, Evidence: r.Evidence}
 	}
 	return Config{Matcher: matcher.DefaultConfig(), Policy: policy.DefaultConfig(), Rules: rules}
 }
