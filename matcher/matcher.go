@@ -48,10 +48,6 @@ type queued struct {
 	addr netip.Addr
 	// auth: the client= record shows a successful SMTP AUTH.
 	auth bool
-	// accepted: qmgr took the message into its active queue and it was
-	// counted for addr. qmgr logs that again for every retry from the
-	// deferred queue; a message counts once.
-	accepted bool
 }
 
 // ruleSet is one immutable generation of rules, swapped whole on reload.
@@ -70,7 +66,12 @@ type Matcher struct {
 	reinjection []netip.Prefix
 
 	// Owned by the goroutine that calls Match.
-	queue   *simplelru.LRU[queueKey, queued]
+	queue *simplelru.LRU[queueKey, queued]
+	// removed is the value of the queue entry that the last Remove took
+	// out (set by the table's eviction callback, which Remove calls):
+	// Remove returns no value, and a Peek first would hash the key's
+	// strings twice.
+	removed queued
 	senders *established.Table
 	intern  map[string]string
 	texts   textCache
@@ -130,7 +131,7 @@ func New(cfg Config) (*Matcher, error) {
 		return nil, fmt.Errorf("matcher: %w", err)
 	}
 	m := &Matcher{intern: make(map[string]string), reinjection: slices.Clone(cfg.ReinjectionSources)}
-	q, err := simplelru.NewLRU[queueKey, queued](cfg.QueueTableSize, nil)
+	q, err := simplelru.NewLRU(cfg.QueueTableSize, func(_ queueKey, v queued) { m.removed = v })
 	if err != nil {
 		return nil, fmt.Errorf("matcher: queue table: %w", err)
 	}
@@ -199,7 +200,8 @@ func (m *Matcher) Stats() Stats {
 
 // Match appends the offenses for msg to dst and returns it. It also
 // updates the queue table from client=, reject and removed records, and
-// the sender table from qmgr's records of accepted messages.
+// from qmgr's records of accepted messages, which it counts in the sender
+// table.
 func (m *Matcher) Match(dst []Offense, msg syslog.Message) []Offense {
 	instance, service, ok := splitProgram(msg.Program)
 	if !ok {
@@ -390,23 +392,28 @@ func (m *Matcher) remember(peer netip.Addr, host, instance, qid, record string) 
 	m.queueLen.Store(int64(m.queue.Len()))
 }
 
-// accept counts the message of key, once, as accepted from its client:
-// qmgr took it into the active queue. The queue entry is the one that
-// smtpd's client= record made on the same syslog sender, host and
-// instance, so another MX cannot count mail for a client it never
-// received from.
+// accept counts the message of key as accepted from its client: qmgr
+// took it into the active queue. The queue entry is the one that smtpd's
+// client= record made on the same syslog sender, host and instance, so
+// another MX cannot count mail for a client it never received from.
+//
+// The entry ends here: no event of a queued message is attributed
+// through it any more (cleanup and smtpd are done with it), and qmgr
+// logs the same line again for every retry from the deferred queue,
+// which must not count again; one message deferred for days would
+// otherwise make its sender established.
 func (m *Matcher) accept(key queueKey, msg syslog.Message) {
-	q, ok := m.queue.Peek(key)
-	if !ok || q.accepted {
+	if !m.queue.Remove(key) {
 		return
 	}
-	q.accepted = true
-	m.queue.Add(key, q)
-	if m.senders.Accept(q.addr, msg.Time) {
-		m.senderEvicts.Add(1)
-	}
+	m.queueLen.Store(int64(m.queue.Len()))
 	m.accepted.Add(1)
-	m.sendersLen.Store(int64(m.senders.Len()))
+	switch added, evicted := m.senders.Accept(m.removed.addr, msg.Time); {
+	case evicted:
+		m.senderEvicts.Add(1)
+	case added:
+		m.sendersLen.Store(int64(m.senders.Len()))
+	}
 }
 
 func (m *Matcher) isReinjector(a netip.Addr) bool {

@@ -310,7 +310,7 @@ func TestReloadUsesTheLoader(t *testing.T) {
 	if a.cfg.Load() == &cfg {
 		t.Fatal("a good reload did not swap the config")
 	}
-	want := map[string]policy.RulePolicy{"only": {Threshold: matcher.DefaultThreshold, Window: matcher.DefaultWindow}}
+	want := map[string]policy.RulePolicy{"only": {Threshold: matcher.DefaultThreshold, Window: matcher.DefaultWindow, Evidence: matcher.EvidenceStrong}}
 	if diff := cmp.Diff(want, rulePolicies(a.cfg.Load().Matcher)); diff != "" {
 		t.Errorf("rules after reload (-want +got):\n%s", diff)
 	}

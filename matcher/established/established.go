@@ -49,9 +49,10 @@ func New(size, minMessages int, minSpan time.Duration) (*Table, error) {
 	return &Table{lru: lru, minMessages: minMessages, minSpan: minSpan}, nil
 }
 
-// Accept counts one accepted message from addr at t; it reports whether
-// another sender was forgotten to make room.
-func (t *Table) Accept(addr netip.Addr, at time.Time) (evicted bool) {
+// Accept counts one accepted message from addr at t. It reports whether
+// addr is new to the table and whether another sender was forgotten to
+// make room for it.
+func (t *Table) Accept(addr netip.Addr, at time.Time) (added, evicted bool) {
 	if e, ok := t.lru.Get(addr); ok {
 		e.accepted++
 		if at.Before(e.first) {
@@ -60,9 +61,9 @@ func (t *Table) Accept(addr netip.Addr, at time.Time) (evicted bool) {
 		if at.After(e.last) {
 			e.last = at
 		}
-		return false
+		return false, false
 	}
-	return t.lru.Add(addr, &sender{accepted: 1, first: at, last: at})
+	return true, t.lru.Add(addr, &sender{accepted: 1, first: at, last: at})
 }
 
 // Standing returns what is known about addr. It does not refresh addr in
