@@ -305,6 +305,10 @@ func (e *Enforcer) Offend(off matcher.Offense) policy.Decision {
 		e.log.Warn("offender on the never-block list", "addr", off.Addr, "prefix", d.Prefix, "rule", off.Rule)
 	case policy.VerdictDryRun:
 		e.log.Info("dry-run rule would ban", "addr", d.Ban.Addr, "rule", off.Rule, "for", d.Ban.Duration)
+	case policy.VerdictTrustedClient:
+		// Counted in wormgate_offenses_total; one line each at debug
+		// level, as a provider relaying an outbreak repeats it.
+		e.log.Debug("weak evidence against a trusted client; not banned", "addr", off.Addr, "rule", off.Rule, "trust", d.Trust.String(), "host", off.Host, "queue_id", off.QueueID)
 	default:
 		e.log.Debug("offense", "addr", off.Addr, "rule", off.Rule, "verdict", d.Verdict)
 	}

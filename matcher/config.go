@@ -20,6 +20,24 @@ const (
 	DefaultQueueTableSize = 100000
 )
 
+// Evidence says how much one offense of a rule proves about its client.
+// The values are part of the configuration format.
+type Evidence string
+
+const (
+	// EvidenceStrong: the offense alone is proof, whoever the client is
+	// (a header_checks text that names a worm). The default.
+	EvidenceStrong Evidence = "strong"
+	// EvidenceWeak: the offense is suspicious, but an ordinary sender can
+	// cause it (an executable attachment, which a provider's relay or a
+	// site's own user may pass on). A weak rule's offense by an
+	// authenticated or established client never bans.
+	EvidenceWeak Evidence = "weak"
+)
+
+// Valid reports whether e is strong or weak.
+func (e Evidence) Valid() bool { return e == EvidenceStrong || e == EvidenceWeak }
+
 // Rule selects events and names the policy the enforcer applies to the
 // offenses it produces. A rule never chooses the offending address: that
 // comes from Postfix's own record of the client.
@@ -56,6 +74,10 @@ type Rule struct {
 	// DryRun logs and counts the bans this rule would cause without
 	// blocking anyone; for trying a new rule on live traffic.
 	DryRun bool `yaml:"dry_run"`
+	// Evidence is strong (the default: an offense counts against any
+	// client) or weak (offenses by an authenticated or established client,
+	// see EstablishedConfig, never ban it).
+	Evidence Evidence `yaml:"evidence"`
 }
 
 // Config is the matcher's part of the configuration file.
@@ -64,7 +86,8 @@ type Config struct {
 	// rules and then yields one offense per rule.
 	Rules []Rule `yaml:"rules"`
 	// QueueTableSize bounds how many (host, queue ID) -> client records are
-	// remembered until their message is rejected or removed; the least
+	// remembered until their message is queued (qmgr), rejected or
+	// removed; the least
 	// recently used record goes first. The default, 100000, covers the
 	// messages in flight on a busy site several times over.
 	QueueTableSize int `yaml:"queue_table_size"`
@@ -75,12 +98,54 @@ type Config struct {
 	// other client the connecting address is the origin, whatever the
 	// rest of the record says. Default: loopback.
 	ReinjectionSources []netip.Prefix `yaml:"reinjection_sources"`
+	// Established defines the clients whose mail these MX logs show
+	// accepted over time, which weak rules do not ban.
+	Established EstablishedConfig `yaml:"established"`
+}
+
+// EstablishedConfig defines an established sender: a client address from
+// which at least MinMessages accepted messages (qmgr's "(queue active)")
+// were seen, the first and the last at least MinSpan apart. A provider's
+// outbound relay passes hundreds of messages a week and qualifies; a worm
+// that connects directly has its messages rejected and never does, and
+// the span keeps a new sender from qualifying by a burst.
+type EstablishedConfig struct {
+	// TableSize bounds the client addresses remembered (an LRU: the
+	// senders not heard from for longest go first).
+	TableSize int `yaml:"table_size"`
+	// MinMessages is the accepted messages needed, at least 1.
+	MinMessages int `yaml:"min_messages"`
+	// MinSpan is the time needed between the first and the last of them.
+	MinSpan time.Duration `yaml:"min_span"`
+}
+
+// Defaults of EstablishedConfig, see DefaultEstablished.
+const (
+	DefaultEstablishedTableSize   = 100000
+	DefaultEstablishedMinMessages = 20
+	DefaultEstablishedMinSpan     = 48 * time.Hour
+)
+
+// DefaultEstablished is 20 accepted messages over at least two days. A
+// relay of a large provider or a partner reaches that within days of
+// ordinary traffic; a worm's messages are rejected, not accepted, and a
+// spam bot would have to deliver clean mail from one address for two
+// days first, which still leaves it exposed to every strong rule.
+// 100000 addresses cost about 21 MB (about 210 bytes each).
+func DefaultEstablished() EstablishedConfig {
+	return EstablishedConfig{
+		TableSize:   DefaultEstablishedTableSize,
+		MinMessages: DefaultEstablishedMinMessages,
+		MinSpan:     DefaultEstablishedMinSpan,
+	}
 }
 
 // DefaultConfig returns the built-in rules: a rule set an operator can
 // run unchanged on an MX. Content rules (worms, executable attachments)
 // ban on the first hit, because the administrator's own header_checks
-// already decided the message was malicious. Reputation and behaviour
+// already decided the message was malicious; but a bare executable
+// attachment is weak evidence, which does not ban an authenticated or
+// established client. Reputation and behaviour
 // rules (DNSBL listings, password guessing, relay probing, pregreeting)
 // ban for shorter times or only after repeats, because an ordinary but
 // misconfigured server or user can cause them once. Unknown users and
@@ -95,24 +160,33 @@ func DefaultConfig() Config {
 				// virus", "produced by W32-SoBig worm"). The pattern sees
 				// only the administrator's text, so that a Subject such as
 				// "Your mail server sent us a virus" cannot select it.
+				// Strong evidence: it bans an established relay or an
+				// authenticated user too, because the administrator's
+				// header_checks named the worm.
 				Name:      "worm-signature",
 				Kinds:     []Kind{KindCleanupReject, KindCleanupDiscard},
 				Pattern:   MustRegexp(`(?i)\b(w32|worm|virus)\b`),
 				Threshold: 1,
 				Window:    time.Hour,
 				BanFor:    24 * time.Hour,
+				Evidence:  EvidenceStrong,
 			},
 			{
 				// executable-attachment bans a client whose message was
 				// rejected or discarded for carrying an executable
 				// attachment ("an attachment with .scr extension
 				// detected"), which is how mass-mailing worms spread.
+				// Weak evidence: a provider's relay or the site's own
+				// user passes such a file on now and then, and banning
+				// them stops all their mail; so their clients, when
+				// authenticated or established, are not banned.
 				Name:      "executable-attachment",
 				Kinds:     []Kind{KindCleanupReject, KindCleanupDiscard},
 				Pattern:   MustRegexp(`(?i)\battachment with \.\w+ extension`),
 				Threshold: 1,
 				Window:    time.Hour,
 				BanFor:    24 * time.Hour,
+				Evidence:  EvidenceWeak,
 			},
 			{
 				// dnsbl-listed bans a client that smtpd
@@ -129,6 +203,7 @@ func DefaultConfig() Config {
 				Threshold: 1,
 				Window:    time.Hour,
 				BanFor:    6 * time.Hour,
+				Evidence:  EvidenceStrong,
 			},
 			{
 				// sasl-guessing bans password guessers: 5 failed SMTP
@@ -142,6 +217,7 @@ func DefaultConfig() Config {
 				Threshold: 5,
 				Window:    10 * time.Minute,
 				BanFor:    time.Hour,
+				Evidence:  EvidenceStrong,
 			},
 			{
 				// relay-probing bans a client that tries to relay through
@@ -154,6 +230,7 @@ func DefaultConfig() Config {
 				Threshold: 3,
 				Window:    time.Hour,
 				BanFor:    12 * time.Hour,
+				Evidence:  EvidenceStrong,
 			},
 			{
 				// postscreen-pregreet bans a client that talked before
@@ -166,10 +243,12 @@ func DefaultConfig() Config {
 				Threshold: 1,
 				Window:    time.Hour,
 				BanFor:    6 * time.Hour,
+				Evidence:  EvidenceStrong,
 			},
 		},
 		QueueTableSize:     DefaultQueueTableSize,
 		ReinjectionSources: DefaultReinjectionSources(),
+		Established:        DefaultEstablished(),
 	}
 }
 
@@ -183,7 +262,7 @@ func DefaultReinjectionSources() []netip.Prefix {
 // every rule, and it is the only place that fills in a rule's defaults.
 // The matcher and the enforcer get complete rules and fill in nothing.
 func (r *Rule) SetDefaults() {
-	*r = Rule{Threshold: DefaultThreshold, Window: DefaultWindow}
+	*r = Rule{Threshold: DefaultThreshold, Window: DefaultWindow, Evidence: EvidenceStrong}
 }
 
 // cloneRules copies rules deeply enough that the caller's later changes to
@@ -210,6 +289,16 @@ func (c Config) Validate() error {
 		if !p.IsValid() {
 			errs = append(errs, configerr.New(fmt.Sprintf("reinjection_sources[%d]", i), configerr.ErrRequired, "empty prefix"))
 		}
+	}
+	e := c.Established
+	if e.TableSize < 1 {
+		errs = append(errs, configerr.New("established.table_size", configerr.ErrOutOfRange, "%d is out of range (at least 1)", e.TableSize))
+	}
+	if e.MinMessages < 1 {
+		errs = append(errs, configerr.New("established.min_messages", configerr.ErrOutOfRange, "%d is out of range (at least 1)", e.MinMessages))
+	}
+	if e.MinSpan < 0 {
+		errs = append(errs, configerr.New("established.min_span", configerr.ErrOutOfRange, "%v is negative", e.MinSpan))
 	}
 	errs = append(errs, validateRules(c.Rules)...)
 	return errors.Join(errs...)
@@ -264,6 +353,9 @@ func validateRules(rules []Rule) []error {
 		}
 		if r.BanFor < 0 {
 			bad("ban_for", configerr.ErrOutOfRange, "%v is negative (0 means enforcer.ban_for)", r.BanFor)
+		}
+		if !r.Evidence.Valid() {
+			bad("evidence", configerr.ErrInvalid, "%q is not an evidence strength (strong or weak)", r.Evidence)
 		}
 	}
 	return errs

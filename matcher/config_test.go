@@ -17,11 +17,13 @@ import (
 func TestValidate(t *testing.T) {
 	ok := func() Rule {
 		r := Rule{Name: "r", Pattern: MustRegexp(`x`)}
-		r.Threshold, r.Window = 1, time.Hour
+		r.Threshold, r.Window, r.Evidence = 1, time.Hour, EvidenceStrong
 		return r
 	}
 	with := func(f func(*Rule)) Rule { r := ok(); f(&r); return r }
-	cfg := func(rules ...Rule) Config { return Config{Rules: rules, QueueTableSize: 10} }
+	cfg := func(rules ...Rule) Config {
+		return Config{Rules: rules, QueueTableSize: 10, Established: DefaultEstablished()}
+	}
 	tests := []struct {
 		name     string
 		cfg      Config
@@ -82,15 +84,41 @@ func TestValidate(t *testing.T) {
 		},
 		{
 			name:     "zero queue table size",
-			cfg:      Config{QueueTableSize: 0},
+			cfg:      Config{QueueTableSize: 0, Established: DefaultEstablished()},
 			want:     []string{`queue_table_size: 0 is out of range (at least 1)`},
 			sentinel: configerr.ErrOutOfRange,
 		},
 		{
 			name:     "empty reinjection source",
-			cfg:      Config{QueueTableSize: 1, ReinjectionSources: []netip.Prefix{{}}},
+			cfg:      Config{QueueTableSize: 1, ReinjectionSources: []netip.Prefix{{}}, Established: DefaultEstablished()},
 			want:     []string{`reinjection_sources[0]: empty prefix`},
 			sentinel: configerr.ErrRequired,
+		},
+		{
+			name: "weak evidence",
+			cfg:  cfg(with(func(r *Rule) { r.Evidence = EvidenceWeak })),
+		},
+		{
+			// Empty is not "strong": the loader fills in the default, and
+			// a rule built in code must say what it means.
+			name:     "unknown and missing evidence",
+			cfg:      cfg(with(func(r *Rule) { r.Evidence = "Strong" }), with(func(r *Rule) { r.Name = "q"; r.Evidence = "" })),
+			want:     []string{`rules[0].evidence: "Strong" is not an evidence strength (strong or weak)`, `rules[1].evidence: "" is not an evidence strength (strong or weak)`},
+			sentinel: configerr.ErrInvalid,
+		},
+		{
+			name: "established settings out of range",
+			cfg:  Config{QueueTableSize: 1, Established: EstablishedConfig{TableSize: 0, MinMessages: 0, MinSpan: -time.Hour}},
+			want: []string{
+				`established.table_size: 0 is out of range (at least 1)`,
+				`established.min_messages: 0 is out of range (at least 1)`,
+				`established.min_span: -1h0m0s is negative`,
+			},
+			sentinel: configerr.ErrOutOfRange,
+		},
+		{
+			name: "established on one message, no span",
+			cfg:  Config{QueueTableSize: 1, Established: EstablishedConfig{TableSize: 1, MinMessages: 1}},
 		},
 	}
 	for _, tt := range tests {
@@ -118,7 +146,7 @@ func TestSetDefaults(t *testing.T) {
 	var r Rule
 	r.Name = "left over"
 	r.SetDefaults()
-	if diff := cmp.Diff(Rule{Threshold: DefaultThreshold, Window: DefaultWindow}, r, cmp.Comparer(func(a, b Regexp) bool { return a.String() == b.String() })); diff != "" {
+	if diff := cmp.Diff(Rule{Threshold: DefaultThreshold, Window: DefaultWindow, Evidence: EvidenceStrong}, r, cmp.Comparer(func(a, b Regexp) bool { return a.String() == b.String() })); diff != "" {
 		t.Errorf("SetDefaults (-want +got):\n%s", diff)
 	}
 }
@@ -163,7 +191,12 @@ rules:
     window: 30m
     ban_for: 24h
     dry_run: true
+    evidence: weak
 queue_table_size: 500
+established:
+  table_size: 1000
+  min_messages: 50
+  min_span: 72h
 `
 	var cfg Config
 	if err := yaml.Unmarshal([]byte(in), &cfg); err != nil {
@@ -179,10 +212,12 @@ queue_table_size: 500
 		Threshold              int
 		Window, BanFor         time.Duration
 		DryRun                 bool
+		Evidence               Evidence
 		Size                   int
+		Established            EstablishedConfig
 	}
-	want := flat{"worm", `^postfix/cleanup$`, `(?i)\b(w32|worm)\b[^:]*$`, []Kind{KindCleanupReject}, 2, 30 * time.Minute, 24 * time.Hour, true, 500}
-	if diff := cmp.Diff(want, flat{r.Name, r.Program.String(), r.Pattern.String(), r.Kinds, r.Threshold, r.Window, r.BanFor, r.DryRun, cfg.QueueTableSize}); diff != "" {
+	want := flat{"worm", `^postfix/cleanup$`, `(?i)\b(w32|worm)\b[^:]*$`, []Kind{KindCleanupReject}, 2, 30 * time.Minute, 24 * time.Hour, true, EvidenceWeak, 500, EstablishedConfig{1000, 50, 72 * time.Hour}}
+	if diff := cmp.Diff(want, flat{r.Name, r.Program.String(), r.Pattern.String(), r.Kinds, r.Threshold, r.Window, r.BanFor, r.DryRun, r.Evidence, cfg.QueueTableSize, cfg.Established}); diff != "" {
 		t.Errorf("decoded (-want +got):\n%s", diff)
 	}
 
@@ -215,7 +250,7 @@ queue_table_size: 500
 		t.Errorf("default after round trip: %v", err)
 	}
 	for i, r := range DefaultConfig().Rules {
-		if def.Rules[i].Pattern.String() != r.Pattern.String() || def.Rules[i].BanFor != r.BanFor {
+		if def.Rules[i].Pattern.String() != r.Pattern.String() || def.Rules[i].BanFor != r.BanFor || def.Rules[i].Evidence != r.Evidence {
 			t.Errorf("default rule %d after round trip = %+v, want %+v", i, def.Rules[i], r)
 		}
 	}

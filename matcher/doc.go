@@ -15,4 +15,11 @@
 // smtpd and postscreen lines that start with the client (NOQUEUE rejects,
 // SASL failures) are read at that anchored position only. Rules select
 // events; they can never choose the address.
+//
+// An offense also carries what the same logs said about its client
+// before: whether the message's client= record shows SMTP AUTH (read only
+// right after the address, where no client text can be), and how many
+// of its messages qmgr accepted and since when (package established), so
+// that the policy can spare authenticated and established clients from
+// weak evidence.
 package matcher

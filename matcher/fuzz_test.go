@@ -15,6 +15,10 @@ var (
 	refClient     = regexp.MustCompile(`(?:^[0-9A-Za-z]+: client=|, orig_client=)[^\[\] ]*\[([^\]]*)\]`)
 	refPostscreen = regexp.MustCompile(`^(?:PREGREET [0-9]+ after [0-9.]+ from |DNSBL rank -?[0-9]+ for |HANGUP after [0-9.]+ from )\[([^\]]*)\]:[0-9]+`)
 	refSessionEnd = regexp.MustCompile(`^(?:lost connection after AUTH|too many errors after [A-Z-]+(?: \([0-9]+ bytes\))?) from [^\[\] ]*\[([^\]]*)\](?::[0-9]+)?$`)
+	// The only records that may make a client authenticated or count a
+	// message as accepted.
+	refAuthClient  = regexp.MustCompile(`^[0-9A-Za-z]+: client=[^\[\] ,;]*\[[^\]]*\](?::[0-9]+)?, sasl_method=[^, ]`)
+	refQueueActive = regexp.MustCompile(`(?s)^C31CFB81BD: from=<.*>, size=[0-9]+, nrcpt=[0-9]+ \(queue active\)$`)
 )
 
 var fuzzPrograms = []string{"postfix/cleanup", "postfix/smtpd", "postfix/postscreen", "postfix/qmgr", "postfix/submission/smtpd", "postfix-out/cleanup", "exim"}
@@ -23,7 +27,10 @@ var fuzzPrograms = []string{"postfix/cleanup", "postfix/smtpd", "postfix/postscr
 // a fixed reject. Property: every offense names the recorded client, or an
 // address that the reference grammar finds in a client record or at the
 // anchored position of the arbitrary message. A cleanup message can never
-// contribute an address.
+// contribute an address. An offense is authenticated only after a client=
+// record with Postfix's sasl_method right after the address, and counts
+// an accepted message only after qmgr's "(queue active)" record of the
+// recorded client's queue ID.
 func FuzzMatch(f *testing.F) {
 	for _, l := range readSample(f) {
 		msg := parseFileLine(f, l)
@@ -45,6 +52,10 @@ func FuzzMatch(f *testing.F) {
 	f.Add("lost connection after AUTH from unknown[203.0.113.5]:587", uint8(1))
 	f.Add("too many errors after DATA (0 bytes) from x.example[2001:db8::5]", uint8(4))
 	f.Add("lQ2Yh85FCfzB5sw: client=unknown[203.0.113.5]", uint8(1))
+	f.Add("C31CFB81BD: from=<news@example.net>, size=4242, nrcpt=1 (queue active)", uint8(3))
+	f.Add(`C31CFB81BD: from=<"x>, size=1, nrcpt=1 (queue active)"@x>, status=expired, returned to sender`, uint8(3))
+	f.Add("C31CFB81BD: client=unknown[203.0.113.5], sasl_method=PLAIN, sasl_username=u", uint8(1))
+	f.Add(`C31CFB81BD: client=unknown[203.0.113.67], sasl_sender=", sasl_method=PLAIN, sasl_username=x"`, uint8(4))
 
 	const client = "203.0.113.66"
 	f.Fuzz(func(t *testing.T, text string, prog uint8) {
@@ -78,6 +89,12 @@ func FuzzMatch(f *testing.F) {
 			}
 			if o.Host != "mx" || o.Rule != "any" || !o.Kind.Valid() {
 				t.Errorf("malformed offense %+v", o)
+			}
+			if o.Authenticated && !(strings.HasSuffix(program, "/smtpd") && refAuthClient.MatchString(text)) {
+				t.Errorf("authenticated offense %+v after %s %q", o, program, text)
+			}
+			if o.Accepted > 1 || (o.Accepted == 1 && !(program == "postfix/qmgr" && refQueueActive.MatchString(text))) {
+				t.Errorf("offense %+v counts %d accepted after %s %q", o, o.Accepted, program, text)
 			}
 		}
 	})

@@ -56,11 +56,15 @@ func newMatcher(t testing.TB, cfg Config) *Matcher {
 }
 
 // complete gives a test's config what the loader gives every loaded one (a
-// queue table size; each rule's threshold and window, from SetDefaults),
+// queue table size, the established-sender settings; each rule's
+// threshold, window and evidence, from SetDefaults),
 // so that a test names only the fields it is about.
 func complete(cfg Config) Config {
 	if cfg.QueueTableSize == 0 {
 		cfg.QueueTableSize = DefaultQueueTableSize
+	}
+	if cfg.Established == (EstablishedConfig{}) {
+		cfg.Established = DefaultEstablished()
 	}
 	cfg.Rules = completeRules(cfg.Rules)
 	return cfg
@@ -76,6 +80,9 @@ func completeRules(rules []Rule) []Rule {
 		}
 		if r.Window == 0 {
 			r.Window = def.Window
+		}
+		if r.Evidence == "" {
+			r.Evidence = def.Evidence
 		}
 		out[i] = r
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/hashicorp/golang-lru/v2/simplelru"
 
+	"github.com/wormgate/wormgate/matcher/established"
 	"github.com/wormgate/wormgate/receiver/syslog"
 )
 
@@ -42,6 +43,13 @@ type queueKey struct {
 	qid            string
 }
 
+// queued is what the queue table keeps about one message.
+type queued struct {
+	addr netip.Addr
+	// auth: the client= record shows a successful SMTP AUTH.
+	auth bool
+}
+
 // ruleSet is one immutable generation of rules, swapped whole on reload.
 type ruleSet struct {
 	rules  []Rule
@@ -58,9 +66,15 @@ type Matcher struct {
 	reinjection []netip.Prefix
 
 	// Owned by the goroutine that calls Match.
-	queue  *simplelru.LRU[queueKey, netip.Addr]
-	intern map[string]string
-	texts  textCache
+	queue *simplelru.LRU[queueKey, queued]
+	// removed is the value of the queue entry that the last Remove took
+	// out (set by the table's eviction callback, which Remove calls):
+	// Remove returns no value, and a Peek first would hash the key's
+	// strings twice.
+	removed queued
+	senders *established.Table
+	intern  map[string]string
+	texts   textCache
 
 	events       [numKinds]atomic.Uint64
 	matched      [numKinds]atomic.Uint64
@@ -69,6 +83,9 @@ type Matcher struct {
 	ambiguous    atomic.Uint64
 	queueLen     atomic.Int64
 	evictions    atomic.Uint64
+	accepted     atomic.Uint64
+	sendersLen   atomic.Int64
+	senderEvicts atomic.Uint64
 }
 
 // Stats is a snapshot of the matcher's counters.
@@ -95,6 +112,13 @@ type Stats struct {
 	// before their message ended; a cleanup event for such a message
 	// becomes unattributed.
 	QueueEvictions uint64
+	// Accepted counts accepted messages (qmgr's "(queue active)") whose
+	// client was known, each counted for its client's standing.
+	Accepted uint64
+	// Senders is the current size of the established-sender table, and
+	// SenderEvictions counts senders pushed out of it when full.
+	Senders         int
+	SenderEvictions uint64
 }
 
 // maxIntern bounds the strings interned for table keys (host and instance
@@ -107,11 +131,15 @@ func New(cfg Config) (*Matcher, error) {
 		return nil, fmt.Errorf("matcher: %w", err)
 	}
 	m := &Matcher{intern: make(map[string]string), reinjection: slices.Clone(cfg.ReinjectionSources)}
-	q, err := simplelru.NewLRU[queueKey, netip.Addr](cfg.QueueTableSize, nil)
+	q, err := simplelru.NewLRU(cfg.QueueTableSize, func(_ queueKey, v queued) { m.removed = v })
 	if err != nil {
 		return nil, fmt.Errorf("matcher: queue table: %w", err)
 	}
 	m.queue = q
+	e := cfg.Established
+	if m.senders, err = established.New(e.TableSize, e.MinMessages, e.MinSpan); err != nil {
+		return nil, fmt.Errorf("matcher: sender table: %w", err)
+	}
 	m.rules.Store(compileRules(cfg.Rules))
 	return m, nil
 }
@@ -158,6 +186,9 @@ func (m *Matcher) Stats() Stats {
 		AmbiguousClients: m.ambiguous.Load(),
 		QueueEntries:     int(m.queueLen.Load()),
 		QueueEvictions:   m.evictions.Load(),
+		Accepted:         m.accepted.Load(),
+		Senders:          int(m.sendersLen.Load()),
+		SenderEvictions:  m.senderEvicts.Load(),
 	}
 	for i, k := range kinds {
 		s.Events[k] = m.events[i].Load()
@@ -168,7 +199,9 @@ func (m *Matcher) Stats() Stats {
 }
 
 // Match appends the offenses for msg to dst and returns it. It also
-// updates the queue table from client=, reject and removed records.
+// updates the queue table from client=, reject and removed records, and
+// from qmgr's records of accepted messages, which it counts in the sender
+// table.
 func (m *Matcher) Match(dst []Offense, msg syslog.Message) []Offense {
 	instance, service, ok := splitProgram(msg.Program)
 	if !ok {
@@ -182,10 +215,10 @@ func (m *Matcher) Match(dst []Offense, msg syslog.Message) []Offense {
 	case "postscreen":
 		if rest, ok := strings.CutPrefix(msg.Text, "NOQUEUE: reject: "); ok {
 			if addr, ok := parseAnchoredReject(rest); ok {
-				return m.evaluate(dst, kiSMTPDReject, msg, "", addr)
+				return m.evaluate(dst, kiSMTPDReject, msg, "", queued{addr: addr})
 			}
 		} else if ki, addr, ok := parsePostscreen(msg.Text); ok {
-			return m.evaluate(dst, ki, msg, "", addr)
+			return m.evaluate(dst, ki, msg, "", queued{addr: addr})
 		}
 	case "qmqpd":
 		if qid, rest, ok := cutQueueID(msg.Text); ok {
@@ -194,8 +227,12 @@ func (m *Matcher) Match(dst []Offense, msg syslog.Message) []Offense {
 			}
 		}
 	case "qmgr":
-		if qid, rest, ok := cutQueueID(msg.Text); ok && rest == "removed" {
-			m.forget(queueKey{msg.Peer, msg.Host, instance, qid})
+		if qid, rest, ok := cutQueueID(msg.Text); ok {
+			if rest == "removed" {
+				m.forget(queueKey{msg.Peer, msg.Host, instance, qid})
+			} else if queueActive(rest) {
+				m.accept(queueKey{msg.Peer, msg.Host, instance, qid}, msg)
+			}
 		}
 	}
 	return dst
@@ -205,14 +242,14 @@ func (m *Matcher) matchSMTPD(dst []Offense, msg syslog.Message, instance string)
 	text := msg.Text
 	if rest, ok := strings.CutPrefix(text, "warning: "); ok {
 		if addr, ok := parseSASLFailure(rest); ok {
-			return m.evaluate(dst, kiSASLFailed, msg, "", addr)
+			return m.evaluate(dst, kiSASLFailed, msg, "", queued{addr: addr})
 		}
 		return dst
 	}
 	// Long queue IDs may start with 'l' or 't' too: fall through.
 	if text != "" && (text[0] == 'l' || text[0] == 't') {
 		if ki, addr, ok := parseSessionEnd(text); ok {
-			return m.evaluate(dst, ki, msg, "", addr)
+			return m.evaluate(dst, ki, msg, "", queued{addr: addr})
 		}
 	}
 	var qid, rest string
@@ -239,7 +276,15 @@ func (m *Matcher) matchSMTPD(dst []Offense, msg syslog.Message, instance string)
 	if !ok {
 		return dst
 	}
-	return m.evaluate(dst, ki, msg, qid, addr)
+	client := queued{addr: addr}
+	if qid != "" {
+		// A reject after MAIL FROM within a transaction: the message's
+		// client= record tells whether the client authenticated.
+		if q, ok := m.queue.Peek(queueKey{msg.Peer, msg.Host, instance, qid}); ok && q.addr == addr {
+			client.auth = q.auth
+		}
+	}
+	return m.evaluate(dst, ki, msg, qid, client)
 }
 
 func (m *Matcher) matchCleanup(dst []Offense, msg syslog.Message, instance string) []Offense {
@@ -266,8 +311,8 @@ func (m *Matcher) matchCleanup(dst []Offense, msg syslog.Message, instance strin
 	// The address comes only from the client= record: the cleanup line
 	// itself is attacker-written on both sides of the real address.
 	key := queueKey{msg.Peer, msg.Host, instance, qid}
-	addr, _ := m.queue.Get(key)
-	dst = m.evaluate(dst, ki, msg, qid, addr)
+	client, _ := m.queue.Get(key)
+	dst = m.evaluate(dst, ki, msg, qid, client)
 	if ends {
 		m.forget(key)
 	}
@@ -275,11 +320,13 @@ func (m *Matcher) matchCleanup(dst []Offense, msg syslog.Message, instance strin
 }
 
 // evaluate counts an event and appends one offense per matching rule. An
-// invalid addr means the event could not be attributed.
-func (m *Matcher) evaluate(dst []Offense, ki int, msg syslog.Message, qid string, addr netip.Addr) []Offense {
+// invalid client.addr means the event could not be attributed.
+func (m *Matcher) evaluate(dst []Offense, ki int, msg syslog.Message, qid string, client queued) []Offense {
+	addr := client.addr
 	m.events[ki].Add(1)
 	rs := m.rules.Load()
 	matched := false
+	var first Offense // the event's first offense, whose standing the others share
 	subject := msg.Text
 	if kinds[ki].adminText() {
 		subject = adminText(subject)
@@ -309,17 +356,16 @@ func (m *Matcher) evaluate(dst []Offense, ki int, msg syslog.Message, qid string
 		}
 		if !matched {
 			// Offenses outlive msg; do not pin the whole line for the ID.
-			qid = strings.Clone(qid)
+			st := m.senders.Standing(addr)
+			first = Offense{
+				Addr: addr, Kind: kinds[ki], Host: msg.Host, QueueID: strings.Clone(qid), Time: msg.Time,
+				Authenticated: client.auth, Accepted: st.Accepted, AcceptedSince: st.Since, Established: st.Established,
+			}
 			matched = true
 		}
-		dst = append(dst, Offense{
-			Addr:    addr,
-			Rule:    r.Name,
-			Kind:    kinds[ki],
-			Host:    msg.Host,
-			QueueID: qid,
-			Time:    msg.Time,
-		})
+		off := first
+		off.Rule = r.Name
+		dst = append(dst, off)
 		m.matched[ki].Add(1)
 	}
 	return dst
@@ -331,7 +377,7 @@ func (m *Matcher) evaluate(dst []Offense, ki int, msg syslog.Message, qid string
 // previous holder of the ID.
 func (m *Matcher) remember(peer netip.Addr, host, instance, qid, record string) {
 	key := queueKey{peer, m.internString(host), m.internString(instance), strings.Clone(qid)}
-	addr, status := parseClient(record, m.isReinjector)
+	addr, auth, status := parseClient(record, m.isReinjector)
 	if status != clientOK {
 		if status == clientAmbiguous {
 			m.ambiguous.Add(1)
@@ -339,11 +385,35 @@ func (m *Matcher) remember(peer netip.Addr, host, instance, qid, record string) 
 		m.forget(key)
 		return
 	}
-	if m.queue.Add(key, addr) {
+	if m.queue.Add(key, queued{addr: addr, auth: auth}) {
 		m.evictions.Add(1)
 	}
 	m.clients.Add(1)
 	m.queueLen.Store(int64(m.queue.Len()))
+}
+
+// accept counts the message of key as accepted from its client: qmgr
+// took it into the active queue. The queue entry is the one that smtpd's
+// client= record made on the same syslog sender, host and instance, so
+// another MX cannot count mail for a client it never received from.
+//
+// The entry ends here: no event of a queued message is attributed
+// through it any more (cleanup and smtpd are done with it), and qmgr
+// logs the same line again for every retry from the deferred queue,
+// which must not count again; one message deferred for days would
+// otherwise make its sender established.
+func (m *Matcher) accept(key queueKey, msg syslog.Message) {
+	if !m.queue.Remove(key) {
+		return
+	}
+	m.queueLen.Store(int64(m.queue.Len()))
+	m.accepted.Add(1)
+	switch added, evicted := m.senders.Accept(m.removed.addr, msg.Time); {
+	case evicted:
+		m.senderEvicts.Add(1)
+	case added:
+		m.sendersLen.Store(int64(m.senders.Len()))
+	}
 }
 
 func (m *Matcher) isReinjector(a netip.Addr) bool {

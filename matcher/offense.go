@@ -14,4 +14,19 @@ type Offense struct {
 	Host    string
 	QueueID string
 	Time    time.Time
+
+	// What the same MX logs said about the client before this event, for
+	// the policy's handling of weak evidence; none of it comes from text
+	// the client wrote.
+
+	// Authenticated: the message's client= record shows a successful SMTP
+	// AUTH (a sasl_method right after the client's address).
+	Authenticated bool
+	// Accepted counts the client's messages that qmgr took into its
+	// active queue, from AcceptedSince (the first one's log time) on.
+	Accepted      int
+	AcceptedSince time.Time
+	// Established: Accepted and its span reach EstablishedConfig's
+	// minimums.
+	Established bool
 }

@@ -148,31 +148,45 @@ const (
 //     sasl_sender precedes it. orig_queue_id (XFORWARD IDENT) is neutered
 //     by smtpd and cannot hold a space; sasl_method and sasl_username are
 //     the re-injector's own authentication. Anything else is ambiguous.
-func parseClient(s string, reinjector func(netip.Addr) bool) (netip.Addr, clientStatus) {
+//
+// auth reports a successful SMTP AUTH of the origin: smtpd sets
+// sasl_method only then, and writes it first, so the text right after
+// the NAMADDR must be ", sasl_method=" and a method. Found anywhere later
+// it may be sasl_sender's text (AUTH=", sasl_method=PLAIN"), which any
+// client can write. XFORWARD carries no authentication, so an origin
+// read from orig_client is never authenticated.
+func parseClient(s string, reinjector func(netip.Addr) bool) (addr netip.Addr, auth bool, st clientStatus) {
 	addr, rest, ok := cutNamAddr(s)
 	if !ok || (rest != "" && !strings.HasPrefix(rest, ", ")) {
-		return netip.Addr{}, clientInvalid
+		return netip.Addr{}, false, clientInvalid
 	}
 	if reinjector == nil || !reinjector(addr) {
-		return addr, clientOK
+		return addr, saslMethodFirst(rest), clientOK
 	}
 	const origClient = ", orig_client="
 	if strings.Contains(rest, ", sasl_sender=") {
-		return netip.Addr{}, clientAmbiguous
+		return netip.Addr{}, false, clientAmbiguous
 	}
 	i := strings.Index(rest, origClient)
 	if i < 0 {
 		// Mail the re-injector submitted itself, or a filter that does not
 		// forward the client: the origin is unknown.
-		return netip.Addr{}, clientAmbiguous
+		return netip.Addr{}, false, clientAmbiguous
 	}
 	// The first orig_client must end the line: a second one, or any text
 	// after it, is not Postfix's layout.
 	orig, tail, ok := cutNamAddr(rest[i+len(origClient):])
 	if !ok || tail != "" {
-		return netip.Addr{}, clientAmbiguous
+		return netip.Addr{}, false, clientAmbiguous
 	}
-	return orig, clientOK
+	return orig, false, clientOK
+}
+
+// saslMethodFirst reports whether the rest of a client= record after its
+// NAMADDR starts with a non-empty sasl_method (see parseClient).
+func saslMethodFirst(rest string) bool {
+	m, ok := strings.CutPrefix(rest, ", sasl_method=")
+	return ok && m != "" && m[0] != ',' && m[0] != ' '
 }
 
 // parseAnchoredReject parses the rest of "NOQUEUE|QID: reject: " (or
@@ -320,4 +334,42 @@ func adminText(text string) string {
 		return text[i+2:]
 	}
 	return text
+}
+
+// queueActive reports whether the rest of a qmgr "QID: " line is the
+// record of a message entering the active queue, which qmgr writes only
+// for a message that was accepted and queued (qmgr_message.c):
+//
+//	from=<%s>, size=%ld, nrcpt=%d (queue active)
+//
+// The sender between the angle brackets is the client's MAIL FROM, but
+// it cannot make another qmgr line end like this one: qmgr writes its
+// own words after it ("status=expired, returned to sender").
+func queueActive(s string) bool {
+	if !strings.HasPrefix(s, "from=<") {
+		return false
+	}
+	s, ok := strings.CutSuffix(s, " (queue active)")
+	if !ok {
+		return false
+	}
+	if s, ok = cutDigitsSuffix(s, ", nrcpt="); !ok {
+		return false
+	}
+	if s, ok = cutDigitsSuffix(s, ", size="); !ok {
+		return false
+	}
+	return strings.HasSuffix(s, ">")
+}
+
+// cutDigitsSuffix cuts a trailing run of digits preceded by sep.
+func cutDigitsSuffix(s, sep string) (string, bool) {
+	i := len(s)
+	for i > 0 && isDigit(s[i-1]) {
+		i--
+	}
+	if i == len(s) {
+		return "", false
+	}
+	return strings.CutSuffix(s[:i], sep)
 }

@@ -99,7 +99,7 @@ func TestParseAddresses(t *testing.T) {
 
 func client(s string) (string, bool) {
 	loopback := func(a netip.Addr) bool { return a.IsLoopback() }
-	a, st := parseClient(s, loopback)
+	a, _, st := parseClient(s, loopback)
 	return addrString(a, st == clientOK)
 }
 

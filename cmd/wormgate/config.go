@@ -107,7 +107,7 @@ func (c Config) Validate() error {
 func rulePolicies(c matcher.Config) map[string]policy.RulePolicy {
 	m := make(map[string]policy.RulePolicy, len(c.Rules))
 	for _, r := range c.Rules {
-		m[r.Name] = policy.RulePolicy{Threshold: r.Threshold, Window: r.Window, BanFor: r.BanFor, DryRun: r.DryRun}
+		m[r.Name] = policy.RulePolicy{Threshold: r.Threshold, Window: r.Window, BanFor: r.BanFor, DryRun: r.DryRun, Evidence: r.Evidence}
 	}
 	return m
 }

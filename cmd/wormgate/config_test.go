@@ -82,14 +82,15 @@ matcher:
       window: 10m
       ban_for: 1h
       dry_run: true
+      evidence: weak
 `)
 	cfg, err := loadConfig(p)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := map[string]policy.RulePolicy{
-		"worm": {Threshold: matcher.DefaultThreshold, Window: matcher.DefaultWindow},
-		"sasl": {Threshold: 5, Window: 10 * time.Minute, BanFor: time.Hour, DryRun: true},
+		"worm": {Threshold: matcher.DefaultThreshold, Window: matcher.DefaultWindow, Evidence: matcher.EvidenceStrong},
+		"sasl": {Threshold: 5, Window: 10 * time.Minute, BanFor: time.Hour, DryRun: true, Evidence: matcher.EvidenceWeak},
 	}
 	if diff := cmp.Diff(want, rulePolicies(cfg.Matcher)); diff != "" {
 		t.Errorf("rulePolicies (-want +got):\n%s", diff)
@@ -148,6 +149,12 @@ testdata/invalid-pattern.yaml:5: matcher.rules[0].pattern: '(?i)\b(w32|worm' is 
 testdata/invalid-pattern.yaml:7: matcher.rules[1].pattern: 'x\qy' is not a regular expression: invalid escape sequence: ` + "`\\q`"},
 	{"invalid-kind.yaml", `
 testdata/invalid-kind.yaml:4: matcher.rules[0].kinds[1]: "cleanup_rejekt" is not an event kind (cleanup_reject, cleanup_discard, cleanup_hold, cleanup_warning, milter_reject, smtpd_reject, sasl_failed, postscreen_pregreet, postscreen_dnsbl, postscreen_hangup, smtpd_lost_auth, smtpd_too_many_errors)`},
+	{"invalid-evidence.yaml", `
+testdata/invalid-evidence.yaml:3: matcher.established.table_size: 0 is out of range (at least 1)
+testdata/invalid-evidence.yaml:4: matcher.established.min_messages: 0 is out of range (at least 1)
+testdata/invalid-evidence.yaml:5: matcher.established.min_span: -1h0m0s is negative
+testdata/invalid-evidence.yaml:9: matcher.rules[0].evidence: "medium" is not an evidence strength (strong or weak)
+testdata/invalid-evidence.yaml:12: matcher.rules[1].evidence: "" is not an evidence strength (strong or weak)`},
 	{"invalid-duplicate-rule.yaml", `
 testdata/invalid-duplicate-rule.yaml:7: matcher.rules[2].name: "worm" is also the name of rules[0]
 testdata/invalid-duplicate-rule.yaml:9: matcher.rules[3].name: "bad name" is not a rule name: use up to 64 letters, digits, '.', '_' and '-'`},
@@ -303,7 +310,7 @@ func TestReloadUsesTheLoader(t *testing.T) {
 	if a.cfg.Load() == &cfg {
 		t.Fatal("a good reload did not swap the config")
 	}
-	want := map[string]policy.RulePolicy{"only": {Threshold: matcher.DefaultThreshold, Window: matcher.DefaultWindow}}
+	want := map[string]policy.RulePolicy{"only": {Threshold: matcher.DefaultThreshold, Window: matcher.DefaultWindow, Evidence: matcher.EvidenceStrong}}
 	if diff := cmp.Diff(want, rulePolicies(a.cfg.Load().Matcher)); diff != "" {
 		t.Errorf("rules after reload (-want +got):\n%s", diff)
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -130,9 +129,10 @@ func TestTestHelpersOnlyInTests(t *testing.T) {
 
 func goList(t *testing.T, goos string, args ...string) []string {
 	t.Helper()
+	// go test puts its own GOROOT/bin first on PATH (Go 1.19 and later).
 	gobin, err := exec.LookPath("go")
 	if err != nil {
-		gobin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		t.Fatalf("go tool not on PATH: %v", err)
 	}
 	cmd := exec.Command(gobin, append([]string{"list"}, args...)...)
 	cmd.Env = append(cmd.Environ(), "GOOS="+goos, "GOARCH=amd64", "CGO_ENABLED=0")

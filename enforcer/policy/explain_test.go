@@ -101,14 +101,14 @@ func TestDecisionExplains(t *testing.T) {
 
 func TestVerdictText(t *testing.T) {
 	var got []string
-	for v := VerdictCounted; v <= VerdictUnknownRule+1; v++ {
+	for v := VerdictCounted; v <= VerdictTrustedClient+1; v++ {
 		b, err := v.MarshalText()
 		if err != nil {
 			t.Fatal(err)
 		}
 		got = append(got, string(b))
 	}
-	want := []string{"counted", "ban", "extend", "never_block", "dry_run", "unknown_rule", "verdict(6)"}
+	want := []string{"counted", "ban", "extend", "never_block", "dry_run", "unknown_rule", "trusted_client", "verdict(7)"}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("verdict names (-want +got):\n%s", diff)
 	}

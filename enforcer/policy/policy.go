@@ -23,6 +23,10 @@ type RulePolicy struct {
 	// BanFor of zero means the enforcer's default.
 	BanFor time.Duration
 	DryRun bool
+	// Evidence is the rule's strength. A weak rule's offense by an
+	// authenticated or established client (as the matcher found it)
+	// never bans; anything but weak is strong.
+	Evidence matcher.Evidence
 }
 
 // Verdict says what Observe decided.
@@ -41,9 +45,12 @@ const (
 	VerdictDryRun
 	// VerdictUnknownRule: the offense names a rule without a policy.
 	VerdictUnknownRule
+	// VerdictTrustedClient: a weak rule's offense by an authenticated or
+	// established client; nothing is held against the address.
+	VerdictTrustedClient
 )
 
-var verdictNames = [...]string{"counted", "ban", "extend", "never_block", "dry_run", "unknown_rule"}
+var verdictNames = [...]string{"counted", "ban", "extend", "never_block", "dry_run", "unknown_rule", "trusted_client"}
 
 func (v Verdict) String() string {
 	if v >= 0 && int(v) < len(verdictNames) {
@@ -105,13 +112,16 @@ type Decision struct {
 	Ban Ban
 	// Prefix is the matching never-block prefix for VerdictNeverBlock.
 	Prefix netip.Prefix
+	// Trust is why the client was trusted, for VerdictTrustedClient.
+	Trust Trust
 	// HitsInWindow counts the rule's hits by the address inside Window,
 	// this one included. The policy remembers at most Threshold of them
 	// (bounded memory), so it never exceeds Threshold. Zero for
-	// VerdictNeverBlock and VerdictUnknownRule, which count nothing.
+	// VerdictNeverBlock, VerdictUnknownRule and VerdictTrustedClient,
+	// which count nothing.
 	HitsInWindow int
-	// Threshold and Window are the rule's; zero for VerdictNeverBlock and
-	// VerdictUnknownRule.
+	// Threshold and Window are the rule's; zero for VerdictNeverBlock,
+	// VerdictUnknownRule and VerdictTrustedClient.
 	Threshold int
 	Window    time.Duration
 
@@ -201,6 +211,12 @@ func (p *Policy) Observe(off matcher.Offense) Decision {
 	if !ok {
 		return Decision{Verdict: VerdictUnknownRule}
 	}
+	if rp.Evidence == matcher.EvidenceWeak && (off.Authenticated || off.Established) {
+		// Decided before the offender is touched: a trusted client's
+		// hits never add up to a ban or an escalation, not even later,
+		// should it lose its standing.
+		return Decision{Verdict: VerdictTrustedClient, Trust: trustOf(off)}
+	}
 	o, ok := p.offenders.Get(addr)
 	if !ok {
 		o = &Offender{Addr: addr, FirstSeen: off.Time}
@@ -261,6 +277,38 @@ func (p *Policy) Observe(off matcher.Offense) Decision {
 	}
 	dec.History = o.history()
 	return dec
+}
+
+// Trust is what made a client trusted against weak evidence.
+type Trust struct {
+	// Authenticated: the message's client= record showed SMTP AUTH.
+	Authenticated bool
+	// Established: the client's Accepted messages since Since made it an
+	// established sender.
+	Established bool
+	Accepted    int
+	Since       time.Time
+}
+
+func trustOf(off matcher.Offense) Trust {
+	return Trust{Authenticated: off.Authenticated, Established: off.Established, Accepted: off.Accepted, Since: off.AcceptedSince}
+}
+
+// String is the reason `wormgate check --explain` and the log give:
+// "authenticated", "established: 312 accepted since 2026-11-19T08:00:00Z",
+// or both, separated by "; ".
+func (t Trust) String() string {
+	var s string
+	if t.Authenticated {
+		s = "authenticated"
+	}
+	if t.Established {
+		if s != "" {
+			s += "; "
+		}
+		s += fmt.Sprintf("established: %d accepted since %s", t.Accepted, t.Since.Format(time.RFC3339))
+	}
+	return s
 }
 
 // escalate multiplies d by the factor once per earlier ban, up to

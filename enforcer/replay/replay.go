@@ -59,7 +59,10 @@ type Hit struct {
 	Until time.Time `json:"until,omitzero"`
 	// Prefix is the never-block prefix that protected the address.
 	Prefix netip.Prefix `json:"prefix,omitzero"`
-	Text   string       `json:"text"`
+	// Reason is why a trusted_client was trusted: "authenticated",
+	// "established: N accepted since DATE", or both.
+	Reason string `json:"reason,omitempty"`
+	Text   string `json:"text"`
 }
 
 // Counts is what was read and decided, for the summary.
@@ -72,9 +75,16 @@ type Counts struct {
 	Offenses   int
 	NeverBlock int
 	DryRun     int
-	// OffensesByRule and BansByRule are keyed by rule name.
+	// Trusted counts weak rules' offenses by authenticated or established
+	// clients (verdict trusted_client); TrustedAuthenticated and
+	// TrustedEstablished count them by reason (a client can be both).
+	Trusted              int
+	TrustedAuthenticated int
+	TrustedEstablished   int
+	// OffensesByRule, BansByRule and TrustedByRule are keyed by rule name.
 	OffensesByRule map[string]int
 	BansByRule     map[string]int
+	TrustedByRule  map[string]int
 }
 
 // Replay is one run of check. It is not safe for concurrent use.
@@ -109,7 +119,7 @@ func New(cfg Config) (*Replay, error) {
 	return &Replay{
 		m: m, policy: p, explain: explain,
 		bans: make(map[netip.Addr]*Ban),
-		n:    Counts{OffensesByRule: make(map[string]int), BansByRule: make(map[string]int)},
+		n:    Counts{OffensesByRule: make(map[string]int), BansByRule: make(map[string]int), TrustedByRule: make(map[string]int)},
 	}, nil
 }
 
@@ -161,6 +171,15 @@ func (r *Replay) observe(o matcher.Offense) policy.Decision {
 		r.n.DryRun++
 	case policy.VerdictNeverBlock:
 		r.n.NeverBlock++
+	case policy.VerdictTrustedClient:
+		r.n.Trusted++
+		r.n.TrustedByRule[o.Rule]++
+		if d.Trust.Authenticated {
+			r.n.TrustedAuthenticated++
+		}
+		if d.Trust.Established {
+			r.n.TrustedEstablished++
+		}
 	}
 	bans := d.Verdict == policy.VerdictBan || d.Verdict == policy.VerdictExtend
 	if b, ok := r.bans[o.Addr.Unmap()]; ok {
@@ -192,6 +211,8 @@ func hit(file string, l *logfile.Line, o matcher.Offense, d policy.Decision) Hit
 	switch d.Verdict {
 	case policy.VerdictBan, policy.VerdictExtend, policy.VerdictDryRun:
 		h.Until = d.Ban.Until
+	case policy.VerdictTrustedClient:
+		h.Reason = d.Trust.String()
 	}
 	return h
 }
@@ -217,5 +238,6 @@ func (r *Replay) Counts() Counts {
 	c := r.n
 	c.OffensesByRule = maps.Clone(r.n.OffensesByRule)
 	c.BansByRule = maps.Clone(r.n.BansByRule)
+	c.TrustedByRule = maps.Clone(r.n.TrustedByRule)
 	return c
 }

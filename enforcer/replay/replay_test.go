@@ -34,7 +34,7 @@ var (
 func testConfig() Config {
 	rules := make(map[string]policy.RulePolicy)
 	for _, r := range matcher.DefaultConfig().Rules {
-		rules[r.Name] = policy.RulePolicy{Threshold: r.Threshold, Window: r.Window, BanFor: r.BanFor, DryRun: r.DryRun}
+		rules[r.Name] = policy.RulePolicy{Threshold: r.Threshold, Window: r.Window, BanFor: r.BanFor, DryRun: r.DryRun, Evidence: r.Evidence}
 	}
 	return Config{Matcher: matcher.DefaultConfig(), Policy: policy.DefaultConfig(), Rules: rules}
 }
@@ -149,7 +149,7 @@ func TestReplayBans(t *testing.T) {
 				t.Errorf("bans (-want +got):\n%s", diff)
 			}
 			got := r.Counts()
-			got.OffensesByRule, got.BansByRule = nil, nil
+			got.OffensesByRule, got.BansByRule, got.TrustedByRule = nil, nil, nil
 			if diff := cmp.Diff(tt.wantCounts, got); diff != "" {
 				t.Errorf("counts (-want +got):\n%s", diff)
 			}
@@ -299,7 +299,9 @@ func TestReplayReports(t *testing.T) {
 				"check: events by kind: cleanup_reject=6 smtpd_reject=1\n" +
 				"check: 0 unattributed events (no client= record for the queue ID): none\n" +
 				"check: 7 offenses by rule: executable-attachment=1 relay-probing=1 worm-signature=5\n" +
-				"check: 2 bans by rule: executable-attachment=1 worm-signature=1; 0 never-block, 0 dry-run\n",
+				"check: 2 bans by rule: executable-attachment=1 worm-signature=1; 0 never-block, 0 dry-run, 0 trusted-client\n" +
+				"check: 0 trusted-client offenses (weak evidence, not banned; 0 authenticated, 0 established) by rule: none\n" +
+				"check: 0 accepted messages counted for 0 senders remembered (0 forgotten)\n",
 		},
 	}
 	for _, tt := range tests {

@@ -58,15 +58,19 @@ func (r *Replay) WriteExplain(out io.Writer, asJSON bool) error {
 
 func (r *Replay) writeExplainText(w io.Writer) {
 	b, banned := r.bans[r.explain]
+	trusted := ""
+	if n := countVerdict(r.hits, policy.VerdictTrustedClient); n > 0 {
+		trusted = fmt.Sprintf(", %d of them weak evidence against a trusted client", n)
+	}
 	switch {
 	case len(r.hits) == 0:
 		fmt.Fprintf(w, "%s: no offenses\n", r.explain)
 		return
 	case banned:
-		fmt.Fprintf(w, "%s: banned by %s at %s until %s; %d offenses\n", r.explain, b.Rule,
-			b.Banned.Format(time.RFC3339), b.Until.Format(time.RFC3339), len(r.hits))
+		fmt.Fprintf(w, "%s: banned by %s at %s until %s; %d offenses%s\n", r.explain, b.Rule,
+			b.Banned.Format(time.RFC3339), b.Until.Format(time.RFC3339), len(r.hits), trusted)
 	default:
-		fmt.Fprintf(w, "%s: not banned; %d offenses\n", r.explain, len(r.hits))
+		fmt.Fprintf(w, "%s: not banned; %d offenses%s\n", r.explain, len(r.hits), trusted)
 	}
 	for _, h := range r.hits {
 		var what string
@@ -77,6 +81,8 @@ func (r *Replay) writeExplainText(w io.Writer) {
 			what = fmt.Sprintf("hit %d of %d within %s", h.Count, h.Threshold, h.Window)
 		case policy.VerdictNeverBlock:
 			what = fmt.Sprintf("%s (%s)", h.Verdict, h.Prefix)
+		case policy.VerdictTrustedClient:
+			what = fmt.Sprintf("%s (%s): weak evidence does not ban it", h.Verdict, h.Reason)
 		default:
 			what = h.Verdict.String()
 		}
@@ -112,11 +118,24 @@ func (r *Replay) WriteSummary(out io.Writer, elapsed time.Duration) error {
 	fmt.Fprintf(w, "check: events by kind: %s\n", orNone(events))
 	fmt.Fprintf(w, "check: %d unattributed events (no client= record for the queue ID): %s\n", nUn, orNone(unattributed))
 	fmt.Fprintf(w, "check: %d offenses by rule: %s\n", n.Offenses, countsByRule(n.OffensesByRule))
-	fmt.Fprintf(w, "check: %d bans by rule: %s; %d never-block, %d dry-run\n", len(r.order), countsByRule(n.BansByRule), n.NeverBlock, n.DryRun)
+	fmt.Fprintf(w, "check: %d bans by rule: %s; %d never-block, %d dry-run, %d trusted-client\n", len(r.order), countsByRule(n.BansByRule), n.NeverBlock, n.DryRun, n.Trusted)
+	fmt.Fprintf(w, "check: %d trusted-client offenses (weak evidence, not banned; %d authenticated, %d established) by rule: %s\n",
+		n.Trusted, n.TrustedAuthenticated, n.TrustedEstablished, countsByRule(n.TrustedByRule))
+	fmt.Fprintf(w, "check: %d accepted messages counted for %d senders remembered (%d forgotten)\n", st.Accepted, st.Senders, st.SenderEvictions)
 	if err := w.Flush(); err != nil {
 		return fmt.Errorf("write summary: %w", err)
 	}
 	return nil
+}
+
+func countVerdict(hits []Hit, v policy.Verdict) int {
+	n := 0
+	for _, h := range hits {
+		if h.Verdict == v {
+			n++
+		}
+	}
+	return n
 }
 
 func countsByRule(m map[string]int) string {
