@@ -362,7 +362,7 @@ func BenchmarkRefusalAtCap(b *testing.B) {
 	cfg := DefaultConfig()
 	cfg.MaxActiveBans = 1_000_000
 	cfg.MaxNewBansPerSecond = 1 << 30
-	e, err := New(cfg, map[string]policy.RulePolicy{"worm": {Threshold: 1, Window: time.Hour}}, NewDryRun(slog.New(slog.DiscardHandler)),
+	e, err := New(cfg, map[string]policy.RulePolicy{"worm": {Threshold: 1, Window: time.Hour}}, newRecordingFirewall(),
 		slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 	if err != nil {
 		b.Fatal(err)

@@ -26,7 +26,7 @@ func BenchmarkFlood1M(b *testing.B) {
 		e, err := New(DefaultConfig(), map[string]policy.RulePolicy{
 			"worm": {Threshold: 1, Window: time.Hour},
 			"sasl": {Threshold: 3, Window: time.Hour},
-		}, NewDryRun(slog.New(slog.DiscardHandler)), slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+		}, newRecordingFirewall(), slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wormgate/wormgate/enforcer/dryrun"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wormgate/wormgate/enforcer"
@@ -35,7 +37,7 @@ func BenchmarkDecisionPath(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	enf, err := enforcer.New(cfg.Enforcer, rulePolicies(cfg.Matcher), enforcer.NewDryRun(slog.New(slog.NewTextHandler(io.Discard, nil))),
+	enf, err := enforcer.New(cfg.Enforcer, rulePolicies(cfg.Matcher), dryrun.New(slog.New(slog.NewTextHandler(io.Discard, nil))),
 		slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
 	if err != nil {
 		b.Fatal(err)

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wormgate/wormgate/enforcer/dryrun"
+
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/prometheus/client_golang/prometheus"
@@ -287,7 +289,7 @@ func TestReloadUsesTheLoader(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	enf, err := enforcer.New(cfg.Enforcer, rulePolicies(cfg.Matcher), enforcer.NewDryRun(log), log, prometheus.NewRegistry())
+	enf, err := enforcer.New(cfg.Enforcer, rulePolicies(cfg.Matcher), dryrun.New(log), log, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/wormgate/wormgate/enforcer/dryrun"
+
 	"github.com/wormgate/wormgate/enforcer/store"
 
 	"github.com/wormgate/wormgate/enforcer/nft"
@@ -114,7 +116,7 @@ func (a *app) close() {
 // until the enforcer runs.
 func (a *app) openFirewall(cfg Config) error {
 	if cfg.Enforcer.DryRun {
-		a.fw = enforcer.NewDryRun(a.log)
+		a.fw = dryrun.New(a.log)
 	} else {
 		var opts []nft.Option
 		if cfg.Enforcer.NFTables.SyslogGuard {

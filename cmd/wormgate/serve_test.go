@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wormgate/wormgate/enforcer/dryrun"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wormgate/wormgate/enforcer"
@@ -17,7 +19,7 @@ import (
 func TestSenderGuardProtectsSyslogPeers(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	cfg := defaultConfig()
-	enf, err := enforcer.New(cfg.Enforcer, rulePolicies(cfg.Matcher), enforcer.NewDryRun(log), log, prometheus.NewRegistry())
+	enf, err := enforcer.New(cfg.Enforcer, rulePolicies(cfg.Matcher), dryrun.New(log), log, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}

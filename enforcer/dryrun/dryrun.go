@@ -1,4 +1,4 @@
-package enforcer
+package dryrun
 
 import (
 	"context"
@@ -8,12 +8,14 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/wormgate/wormgate/enforcer"
 )
 
-// DryRun is a Firewall that changes nothing: it logs what it would block or
+// Firewall is an enforcer.Firewall that changes nothing: it logs what it would block or
 // unblock and remembers it in memory with expiries, so that List and the
 // status pages behave as with the kernel.
-type DryRun struct {
+type Firewall struct {
 	log    *slog.Logger
 	now    func() time.Time
 	mu     sync.Mutex
@@ -21,19 +23,19 @@ type DryRun struct {
 	closed bool
 }
 
-var _ Firewall = (*DryRun)(nil)
+var _ enforcer.Firewall = (*Firewall)(nil)
 
-// NewDryRun returns an empty dry-run firewall.
-func NewDryRun(log *slog.Logger) *DryRun {
+// New returns an empty dry-run firewall.
+func New(log *slog.Logger) *Firewall {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &DryRun{log: log, now: time.Now, bans: make(map[netip.Addr]time.Time)}
+	return &Firewall{log: log, now: time.Now, bans: make(map[netip.Addr]time.Time)}
 }
 
 // Setup only announces the dry run, so that an operator sees in the log
 // that nothing is enforced.
-func (d *DryRun) Setup(ctx context.Context) error {
+func (d *Firewall) Setup(ctx context.Context) error {
 	if err := d.check(ctx, "setup"); err != nil {
 		return err
 	}
@@ -42,7 +44,7 @@ func (d *DryRun) Setup(ctx context.Context) error {
 }
 
 // Restore replaces what the dry run remembers with elems.
-func (d *DryRun) Restore(ctx context.Context, elems []Element) error {
+func (d *Firewall) Restore(ctx context.Context, elems []enforcer.Element) error {
 	bans := make(map[netip.Addr]time.Time, len(elems))
 	now := d.now()
 	for _, e := range elems {
@@ -63,11 +65,11 @@ func (d *DryRun) Restore(ctx context.Context, elems []Element) error {
 }
 
 // Check has nothing to compare: a dry run has no ruleset to lose.
-func (d *DryRun) Check(ctx context.Context) error { return d.check(ctx, "check") }
+func (d *Firewall) Check(ctx context.Context) error { return d.check(ctx, "check") }
 
 // Add records the bans and logs each one; a map has no cost to save, so
 // Refresh changes nothing here.
-func (d *DryRun) Add(ctx context.Context, elems []Element) error {
+func (d *Firewall) Add(ctx context.Context, elems []enforcer.Element) error {
 	type ban struct {
 		addr netip.Addr
 		d    time.Duration
@@ -95,10 +97,10 @@ func (d *DryRun) Add(ctx context.Context, elems []Element) error {
 }
 
 // Delete forgets the addresses and logs each one that was blocked.
-func (d *DryRun) Delete(ctx context.Context, addrs []netip.Addr) error {
+func (d *Firewall) Delete(ctx context.Context, addrs []netip.Addr) error {
 	for _, a := range addrs {
 		if !a.IsValid() {
-			return fmt.Errorf("dry run delete: %w: zero address", ErrInvalidElement)
+			return fmt.Errorf("dry run delete: %w: zero address", enforcer.ErrInvalidElement)
 		}
 	}
 	d.mu.Lock()
@@ -120,7 +122,7 @@ func (d *DryRun) Delete(ctx context.Context, addrs []netip.Addr) error {
 
 // List returns the unexpired bans with their remaining time, sorted by
 // address.
-func (d *DryRun) List(ctx context.Context) ([]Element, error) {
+func (d *Firewall) List(ctx context.Context) ([]enforcer.Element, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err := d.checkLocked(ctx, "list"); err != nil {
@@ -128,31 +130,31 @@ func (d *DryRun) List(ctx context.Context) ([]Element, error) {
 	}
 	d.expireLocked()
 	now := d.now()
-	out := make([]Element, 0, len(d.bans))
+	out := make([]enforcer.Element, 0, len(d.bans))
 	for a, until := range d.bans {
-		out = append(out, Element{Addr: a, Timeout: until.Sub(now)})
+		out = append(out, enforcer.Element{Addr: a, Timeout: until.Sub(now)})
 	}
-	slices.SortFunc(out, func(a, b Element) int { return a.Addr.Compare(b.Addr) })
+	slices.SortFunc(out, func(a, b enforcer.Element) int { return a.Addr.Compare(b.Addr) })
 	return out, nil
 }
 
-// Close makes every later call fail with ErrClosed.
-func (d *DryRun) Close() error {
+// Close makes every later call fail with enforcer.ErrClosed.
+func (d *Firewall) Close() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.closed = true
 	return nil
 }
 
-func (d *DryRun) check(ctx context.Context, op string) error {
+func (d *Firewall) check(ctx context.Context, op string) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.checkLocked(ctx, op)
 }
 
-func (d *DryRun) checkLocked(ctx context.Context, op string) error {
+func (d *Firewall) checkLocked(ctx context.Context, op string) error {
 	if d.closed {
-		return fmt.Errorf("dry run %s: %w", op, ErrClosed)
+		return fmt.Errorf("dry run %s: %w", op, enforcer.ErrClosed)
 	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("dry run %s: %w", op, err)
@@ -162,7 +164,7 @@ func (d *DryRun) checkLocked(ctx context.Context, op string) error {
 
 // expireLocked drops what the kernel would have timed out, so the map
 // cannot grow without bound.
-func (d *DryRun) expireLocked() {
+func (d *Firewall) expireLocked() {
 	now := d.now()
 	for a, until := range d.bans {
 		if !until.After(now) {

@@ -1,4 +1,4 @@
-package enforcer
+package dryrun
 
 import (
 	"bytes"
@@ -12,18 +12,19 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/wormgate/wormgate/enforcer"
 )
 
 func TestDryRun(t *testing.T) {
 	var logs bytes.Buffer
-	d := NewDryRun(slog.New(slog.NewTextHandler(&logs, nil)))
+	d := New(slog.New(slog.NewTextHandler(&logs, nil)))
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	d.now = func() time.Time { return now }
 	ctx := context.Background()
 	if err := d.Setup(ctx); err != nil {
 		t.Fatalf("Setup: %v", err)
 	}
-	err := d.Add(ctx, []Element{
+	err := d.Add(ctx, []enforcer.Element{
 		{Addr: addr("192.0.2.1"), Timeout: time.Minute},
 		{Addr: addr("::ffff:192.0.2.2"), Timeout: 1500 * time.Microsecond}, // 2 ms after rounding
 		{Addr: addr("2001:db8::1"), Timeout: time.Hour},
@@ -36,7 +37,7 @@ func TestDryRun(t *testing.T) {
 			t.Errorf("log lacks %q:\n%s", want, logs.String())
 		}
 	}
-	list := func() []Element {
+	list := func() []enforcer.Element {
 		t.Helper()
 		got, err := d.List(ctx)
 		if err != nil {
@@ -44,7 +45,7 @@ func TestDryRun(t *testing.T) {
 		}
 		return got
 	}
-	want := []Element{
+	want := []enforcer.Element{
 		{Addr: addr("192.0.2.1"), Timeout: time.Minute},
 		{Addr: addr("192.0.2.2"), Timeout: 2 * time.Millisecond},
 		{Addr: addr("2001:db8::1"), Timeout: time.Hour},
@@ -54,10 +55,10 @@ func TestDryRun(t *testing.T) {
 	}
 
 	now = now.Add(30 * time.Second) // 192.0.2.2 expires, the others run down
-	if err := d.Add(ctx, []Element{{Addr: addr("2001:db8::1"), Timeout: 10 * time.Second}}); err != nil {
+	if err := d.Add(ctx, []enforcer.Element{{Addr: addr("2001:db8::1"), Timeout: 10 * time.Second}}); err != nil {
 		t.Fatalf("re-Add: %v", err)
 	}
-	want = []Element{
+	want = []enforcer.Element{
 		{Addr: addr("192.0.2.1"), Timeout: 30 * time.Second},
 		{Addr: addr("2001:db8::1"), Timeout: 10 * time.Second},
 	}
@@ -76,31 +77,31 @@ func TestDryRun(t *testing.T) {
 		t.Errorf("List after Delete (-want +got):\n%s", diff)
 	}
 
-	for _, bad := range []Element{{Addr: addr("192.0.2.3")}, {Addr: addr("192.0.2.3"), Timeout: -1}, {Timeout: time.Second}} {
-		if err := d.Add(ctx, []Element{bad}); !errors.Is(err, ErrInvalidElement) {
-			t.Errorf("Add(%v) = %v, want %v", bad, err, ErrInvalidElement)
+	for _, bad := range []enforcer.Element{{Addr: addr("192.0.2.3")}, {Addr: addr("192.0.2.3"), Timeout: -1}, {Timeout: time.Second}} {
+		if err := d.Add(ctx, []enforcer.Element{bad}); !errors.Is(err, enforcer.ErrInvalidElement) {
+			t.Errorf("Add(%v) = %v, want %v", bad, err, enforcer.ErrInvalidElement)
 		}
 	}
 	if err := d.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
-	if err := d.Add(ctx, want); !errors.Is(err, ErrClosed) {
-		t.Errorf("Add after Close = %v, want %v", err, ErrClosed)
+	if err := d.Add(ctx, want); !errors.Is(err, enforcer.ErrClosed) {
+		t.Errorf("Add after Close = %v, want %v", err, enforcer.ErrClosed)
 	}
-	if _, err := d.List(ctx); !errors.Is(err, ErrClosed) {
-		t.Errorf("List after Close = %v, want %v", err, ErrClosed)
+	if _, err := d.List(ctx); !errors.Is(err, enforcer.ErrClosed) {
+		t.Errorf("List after Close = %v, want %v", err, enforcer.ErrClosed)
 	}
 }
 
 func TestDryRunConcurrent(t *testing.T) {
-	d := NewDryRun(slog.New(slog.DiscardHandler))
+	d := New(slog.New(slog.DiscardHandler))
 	ctx := context.Background()
 	var wg sync.WaitGroup
 	for g := range 8 {
 		wg.Go(func() {
 			for i := range 32 {
 				a := netip.AddrFrom4([4]byte{203, 0, 113, byte(g*32 + i)})
-				if err := d.Add(ctx, []Element{{Addr: a, Timeout: time.Hour}}); err != nil {
+				if err := d.Add(ctx, []enforcer.Element{{Addr: a, Timeout: time.Hour}}); err != nil {
 					t.Errorf("Add: %v", err)
 				}
 				if i%2 == 1 {
@@ -125,3 +126,5 @@ func TestDryRunConcurrent(t *testing.T) {
 }
 
 var addrCmp = cmp.Comparer(func(a, b netip.Addr) bool { return a == b })
+
+func addr(s string) netip.Addr { return netip.MustParseAddr(s) }
