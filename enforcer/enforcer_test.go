@@ -199,8 +199,6 @@ func off(addr string, rule string, at time.Duration) matcher.Offense {
 	return matcher.Offense{Addr: netip.MustParseAddr(addr), Rule: rule, Host: "mx1", Time: t0.Add(at)}
 }
 
-func addr(s string) netip.Addr { return netip.MustParseAddr(s) }
-
 // refreshes renders each Add as "addr new|refresh", sorted, and forgets
 // them.
 func (f *recordingFirewall) refreshes() [][]string {

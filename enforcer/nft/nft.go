@@ -682,36 +682,16 @@ func (k *kernel) check() error {
 	if !k.sameChain(chains[i]) {
 		return fmt.Errorf("%w: chain %s changed", enforcer.ErrDrift, k.chain.Name)
 	}
-	rules, err := k.conn.GetRules(k.table, k.chain)
-	if err != nil {
-		return fmt.Errorf("read rules: %w", err)
-	}
-	want := k.rules()
-	if len(rules) != len(want) {
-		return fmt.Errorf("%w: chain %s has %d rules, want %d", enforcer.ErrDrift, k.chain.Name, len(rules), len(want))
-	}
-	for i, r := range rules {
-		if !sameRule(r, want[i]) {
-			return fmt.Errorf("%w: chain %s rule %d changed", enforcer.ErrDrift, k.chain.Name, i)
-		}
+	if err := k.checkRules(k.chain, k.rules()); err != nil {
+		return err
 	}
 	if !slices.ContainsFunc(chains, func(c *nftables.Chain) bool {
 		return c.Table != nil && c.Table.Name == k.table.Name && c.Name == k.guardChain.Name
 	}) {
 		return fmt.Errorf("%w: chain %s missing", enforcer.ErrDrift, k.guardChain.Name)
 	}
-	grules, err := k.conn.GetRules(k.table, k.guardChain)
-	if err != nil {
-		return fmt.Errorf("read rules: %w", err)
-	}
-	gwant := k.guardRules()
-	if len(grules) != len(gwant) {
-		return fmt.Errorf("%w: chain %s has %d rules, want %d", enforcer.ErrDrift, k.guardChain.Name, len(grules), len(gwant))
-	}
-	for i, r := range grules {
-		if !sameRule(r, gwant[i]) {
-			return fmt.Errorf("%w: chain %s rule %d changed", enforcer.ErrDrift, k.guardChain.Name, i)
-		}
+	if err := k.checkRules(k.guardChain, k.guardRules()); err != nil {
+		return err
 	}
 	ports, err := k.conn.GetSetElements(k.ports)
 	if err != nil {
@@ -723,6 +703,23 @@ func (k *kernel) check() error {
 	for _, p := range ports {
 		if len(p.Key) != 2 || !slices.Contains(k.portN, binaryutil.BigEndian.Uint16(p.Key)) {
 			return fmt.Errorf("%w: set %s holds %x", enforcer.ErrDrift, portsName, p.Key)
+		}
+	}
+	return nil
+}
+
+// checkRules compares chain's rules in the kernel with want, in order.
+func (k *kernel) checkRules(chain *nftables.Chain, want []*nftables.Rule) error {
+	rules, err := k.conn.GetRules(k.table, chain)
+	if err != nil {
+		return fmt.Errorf("read rules: %w", err)
+	}
+	if len(rules) != len(want) {
+		return fmt.Errorf("%w: chain %s has %d rules, want %d", enforcer.ErrDrift, chain.Name, len(rules), len(want))
+	}
+	for i, r := range rules {
+		if !sameRule(r, want[i]) {
+			return fmt.Errorf("%w: chain %s rule %d changed", enforcer.ErrDrift, chain.Name, i)
 		}
 	}
 	return nil
