@@ -36,6 +36,15 @@ type Config struct {
 	MaxMessageSize int `yaml:"max_message_size"`
 	// MaxConnections bounds open TCP plus TLS connections.
 	MaxConnections int `yaml:"max_connections"`
+	// MaxConnectionsPerSender bounds the connections of one sender
+	// address, so that one (broken or hostile) sender cannot hold every
+	// slot; rsyslog keeps one connection per forwarding action.
+	MaxConnectionsPerSender int `yaml:"max_connections_per_sender"`
+	// MaxTLSHandshakes bounds TLS handshakes under way at once; a sender
+	// that opens connections and never finishes a handshake holds one of
+	// these for at most the handshake timeout, never a connection slot of
+	// the others.
+	MaxTLSHandshakes int `yaml:"max_tls_handshakes"`
 	// IdleTimeout closes a stream sender that sent nothing for this long.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
 	// UDPReadBuffer is the socket receive buffer wanted for UDP; the
@@ -68,7 +77,9 @@ func DefaultConfig() Config {
 			netip.MustParsePrefix("fe80::/10"),
 		},
 		MaxMessageSize: 64 << 10,
-		MaxConnections: 1024,
+		MaxConnections:          1024,
+		MaxConnectionsPerSender: 32,
+		MaxTLSHandshakes:        64,
 		IdleTimeout:    10 * time.Minute,
 		UDPReadBuffer:  4 << 20,
 	}
@@ -140,6 +151,12 @@ func (c Config) Validate() error {
 	}
 	if c.MaxMessageSize < minMessageSize || c.MaxMessageSize > maxMessageSize {
 		bad("max_message_size", configerr.ErrOutOfRange, "%d is out of range (%d-%d)", c.MaxMessageSize, minMessageSize, maxMessageSize)
+	}
+	if c.MaxConnectionsPerSender < 1 {
+		bad("max_connections_per_sender", configerr.ErrOutOfRange, "%d is out of range (at least 1)", c.MaxConnectionsPerSender)
+	}
+	if c.MaxTLSHandshakes < 1 {
+		bad("max_tls_handshakes", configerr.ErrOutOfRange, "%d is out of range (at least 1)", c.MaxTLSHandshakes)
 	}
 	if c.MaxConnections < 1 {
 		bad("max_connections", configerr.ErrOutOfRange, "%d is out of range (at least 1)", c.MaxConnections)

@@ -13,7 +13,8 @@
 //
 //	wormgate_syslog_messages_total{transport}        parsed messages forwarded
 //	wormgate_syslog_dropped_total{transport,reason}  reason: sender_denied, parse_error,
-//	                                                 oversize, framing_error, queue_full, conn_limit
+//	                                                 oversize, framing_error, queue_full, conn_limit,
+//	                                                 sender_conn_limit, handshake_limit
 //	wormgate_syslog_connections{transport}           open TCP/TLS connections
 //	wormgate_syslog_tls_handshake_failures_total     TLS handshakes that failed or timed out
 package receiver

@@ -30,11 +30,17 @@ const (
 	ReasonFraming      = "framing_error"
 	ReasonQueueFull    = "queue_full"
 	ReasonConnLimit    = "conn_limit"
+	// ReasonSenderConnLimit: one sender already holds
+	// max_connections_per_sender connections.
+	ReasonSenderConnLimit = "sender_conn_limit"
+	// ReasonHandshakeLimit: max_tls_handshakes handshakes were under way.
+	ReasonHandshakeLimit = "handshake_limit"
 )
 
 var (
 	netTransports = []string{TransportUDP, TransportTCP, TransportTLS}
-	dropReasons   = []string{ReasonSenderDenied, ReasonParseError, ReasonOversize, ReasonFraming, ReasonQueueFull, ReasonConnLimit}
+	dropReasons   = []string{ReasonSenderDenied, ReasonParseError, ReasonOversize, ReasonFraming, ReasonQueueFull, ReasonConnLimit,
+		ReasonSenderConnLimit, ReasonHandshakeLimit}
 )
 
 // transportMetrics holds the resolved children for one transport, so that
@@ -47,6 +53,8 @@ type transportMetrics struct {
 	framing      prometheus.Counter
 	queueFull    prometheus.Counter
 	connLimit    prometheus.Counter
+	senderLimit  prometheus.Counter
+	hsLimit      prometheus.Counter
 	conns        prometheus.Gauge // nil for UDP
 }
 
@@ -98,6 +106,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 				tm.queueFull = c
 			case ReasonConnLimit:
 				tm.connLimit = c
+			case ReasonSenderConnLimit:
+				tm.senderLimit = c
+			case ReasonHandshakeLimit:
+				tm.hsLimit = c
 			}
 		}
 		if tr != TransportUDP {

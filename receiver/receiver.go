@@ -65,6 +65,10 @@ type Receiver struct {
 	mu      sync.Mutex
 	closing bool
 	conns   map[net.Conn]struct{}
+	// perPeer counts the open connections of each sender.
+	perPeer map[netip.Addr]int
+	// handshakes holds a token per TLS handshake under way.
+	handshakes chan struct{}
 
 	deny        rateLimiter
 	connLimitAt atomic.Int64 // unix seconds of the last conn_limit Warn
@@ -88,7 +92,9 @@ func New(cfg Config, out chan<- syslog.Message, log *slog.Logger, reg prometheus
 		log:   log,
 		loc:   time.Local,
 		parse: syslog.Parse,
-		conns: make(map[net.Conn]struct{}),
+		conns:      make(map[net.Conn]struct{}),
+		perPeer:    make(map[netip.Addr]int),
+		handshakes: make(chan struct{}, max(cfg.MaxTLSHandshakes, 1)),
 		deny:  rateLimiter{every: denyLogEvery, burst: denyLogBurst},
 	}
 	for _, p := range cfg.AllowedSenders {
@@ -380,18 +386,24 @@ func (r *Receiver) accept(ctx context.Context, g *errgroup.Group, l net.Listener
 			r.denied(tm, transport, peer)
 			continue
 		}
-		if ok, closing := r.track(c); !ok {
+		switch r.track(c, peer) {
+		case trackClosing:
 			_ = c.Close()
-			if closing {
-				return nil
-			}
+			return nil
+		case trackFull:
+			_ = c.Close()
 			tm.connLimit.Inc()
+			r.connLimitWarn(transport, peer)
+			continue
+		case trackSenderFull:
+			_ = c.Close()
+			tm.senderLimit.Inc()
 			r.connLimitWarn(transport, peer)
 			continue
 		}
 		tm.conns.Inc()
 		g.Go(func() error {
-			defer r.untrack(c)
+			defer r.untrack(c, peer)
 			defer tm.conns.Dec()
 			r.serveStream(ctx, c, transport, peer, tm)
 			return nil
@@ -411,22 +423,36 @@ func (r *Receiver) connLimitWarn(transport string, peer netip.Addr) {
 
 // track registers c so that shutdown can close it; it refuses when the
 // connection limit is reached or shutdown has begun.
-func (r *Receiver) track(c net.Conn) (ok, closing bool) {
+// What track says of a new connection.
+const (
+	trackOK = iota
+	trackClosing
+	trackFull
+	trackSenderFull
+)
+
+func (r *Receiver) track(c net.Conn, peer netip.Addr) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.closing {
-		return false, true
-	}
-	if len(r.conns) >= r.cfg.MaxConnections {
-		return false, false
+	switch {
+	case r.closing:
+		return trackClosing
+	case len(r.conns) >= r.cfg.MaxConnections:
+		return trackFull
+	case r.perPeer[peer] >= r.cfg.MaxConnectionsPerSender:
+		return trackSenderFull
 	}
 	r.conns[c] = struct{}{}
-	return true, false
+	r.perPeer[peer]++
+	return trackOK
 }
 
-func (r *Receiver) untrack(c net.Conn) {
+func (r *Receiver) untrack(c net.Conn, peer netip.Addr) {
 	r.mu.Lock()
 	delete(r.conns, c)
+	if r.perPeer[peer]--; r.perPeer[peer] <= 0 {
+		delete(r.perPeer, peer)
+	}
 	r.mu.Unlock()
 	_ = c.Close()
 }
@@ -435,9 +461,18 @@ func (r *Receiver) serveStream(ctx context.Context, c net.Conn, transport string
 	log := r.log.With("transport", transport, "peer", peer.String())
 	var conn net.Conn = c
 	if transport == TransportTLS {
+		select {
+		case r.handshakes <- struct{}{}:
+		default:
+			tm.hsLimit.Inc()
+			log.Debug("tls handshake refused: too many under way", "max_tls_handshakes", cap(r.handshakes))
+			return
+		}
 		tc := tls.Server(c, r.tlsConf)
 		_ = c.SetDeadline(time.Now().Add(handshakeTimeout))
-		if err := tc.HandshakeContext(ctx); err != nil {
+		err := tc.HandshakeContext(ctx)
+		<-r.handshakes
+		if err != nil {
 			r.m.tlsHandshake.Inc()
 			log.Debug("tls handshake failed", "err", err)
 			return
