@@ -76,12 +76,12 @@ func DefaultConfig() Config {
 			netip.MustParsePrefix("169.254.0.0/16"),
 			netip.MustParsePrefix("fe80::/10"),
 		},
-		MaxMessageSize: 64 << 10,
+		MaxMessageSize:          64 << 10,
 		MaxConnections:          1024,
 		MaxConnectionsPerSender: 32,
 		MaxTLSHandshakes:        64,
-		IdleTimeout:    10 * time.Minute,
-		UDPReadBuffer:  4 << 20,
+		IdleTimeout:             10 * time.Minute,
+		UDPReadBuffer:           4 << 20,
 	}
 }
 

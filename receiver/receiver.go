@@ -87,15 +87,15 @@ func New(cfg Config, out chan<- syslog.Message, log *slog.Logger, reg prometheus
 		log = slog.New(slog.DiscardHandler)
 	}
 	r := &Receiver{
-		cfg:   cfg,
-		out:   out,
-		log:   log,
-		loc:   time.Local,
-		parse: syslog.Parse,
+		cfg:        cfg,
+		out:        out,
+		log:        log,
+		loc:        time.Local,
+		parse:      syslog.Parse,
 		conns:      make(map[net.Conn]struct{}),
 		perPeer:    make(map[netip.Addr]int),
 		handshakes: make(chan struct{}, max(cfg.MaxTLSHandshakes, 1)),
-		deny:  rateLimiter{every: denyLogEvery, burst: denyLogBurst},
+		deny:       rateLimiter{every: denyLogEvery, burst: denyLogBurst},
 	}
 	for _, p := range cfg.AllowedSenders {
 		r.allowed = append(r.allowed, p.Masked())
