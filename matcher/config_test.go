@@ -59,7 +59,7 @@ func TestValidate(t *testing.T) {
 		{
 			name:     "unknown kind",
 			cfg:      cfg(with(func(r *Rule) { r.Kinds = []Kind{KindSASLFailed, "cleanup_rejekt"} })),
-			want:     []string{`rules[0].kinds[1]: "cleanup_rejekt" is not an event kind (cleanup_reject, cleanup_discard, cleanup_hold, cleanup_warning, milter_reject, smtpd_reject, sasl_failed, postscreen_pregreet, postscreen_dnsbl, postscreen_hangup, smtpd_lost_auth, smtpd_too_many_errors)`},
+			want:     []string{`rules[0].kinds[1]: "cleanup_rejekt" is not an event kind (cleanup_reject, cleanup_discard, cleanup_hold, cleanup_warning, milter_reject, smtpd_reject, sasl_failed, sasl_server_error, sasl_bad_mechanism, postscreen_pregreet, postscreen_dnsbl, postscreen_hangup, smtpd_lost_auth, smtpd_too_many_errors)`},
 			sentinel: configerr.ErrInvalid,
 		},
 		{

@@ -37,6 +37,17 @@ const (
 	// name[addr](:port)?: SASL LOGIN|PLAIN|... authentication failed: ..."
 	// (smtpd_sasl_glue.c).
 	KindSASLFailed Kind = "sasl_failed"
+	// KindSASLServerError is an SMTP AUTH attempt that failed through the
+	// server's fault, not the password: "SASL LOGIN authentication
+	// failed: Connection lost to authentication server" (Dovecot down),
+	// "generic failure", a temporary failure. Ordinary users retrying
+	// while the backend is down produce these, so no default rule counts
+	// them.
+	KindSASLServerError Kind = "sasl_server_error"
+	// KindSASLBadMechanism is an AUTH with a mechanism the server did not
+	// offer ("Invalid authentication mechanism"): a scanner's habit, but
+	// also a misconfigured client's, so no default rule counts it.
+	KindSASLBadMechanism Kind = "sasl_bad_mechanism"
 	// KindPostscreenPregreet is a client that talked before postscreen's
 	// greeting: "PREGREET %d after %s from [%s]:%s: %.100s"
 	// (postscreen_early.c). Almost only spam bots do that.
@@ -68,6 +79,8 @@ var kinds = [...]Kind{
 	KindMilterReject,
 	KindSMTPDReject,
 	KindSASLFailed,
+	KindSASLServerError,
+	KindSASLBadMechanism,
 	KindPostscreenPregreet,
 	KindPostscreenDNSBL,
 	KindPostscreenHangup,

@@ -23,6 +23,8 @@ const (
 	kiMilterReject
 	kiSMTPDReject
 	kiSASLFailed
+	kiSASLServerError
+	kiSASLBadMechanism
 	kiPostscreenPregreet
 	kiPostscreenDNSBL
 	kiPostscreenHangup
@@ -241,8 +243,8 @@ func (m *Matcher) Match(dst []Offense, msg syslog.Message) []Offense {
 func (m *Matcher) matchSMTPD(dst []Offense, msg syslog.Message, instance string) []Offense {
 	text := msg.Text
 	if rest, ok := strings.CutPrefix(text, "warning: "); ok {
-		if addr, ok := parseSASLFailure(rest); ok {
-			return m.evaluate(dst, kiSASLFailed, msg, "", queued{addr: addr})
+		if ki, addr, ok := parseSASLFailure(rest); ok {
+			return m.evaluate(dst, ki, msg, "", queued{addr: addr})
 		}
 		return dst
 	}

@@ -210,17 +210,48 @@ func parseAnchoredReject(s string) (netip.Addr, bool) {
 
 // parseSASLFailure parses the rest of "warning: " as smtpd_sasl_glue
 // writes it: "name[addr](:port)?: SASL METHOD authentication failed...".
-func parseSASLFailure(s string) (netip.Addr, bool) {
+func parseSASLFailure(s string) (ki int, addr netip.Addr, ok bool) {
 	addr, rest, ok := cutNamAddr(s)
 	if !ok || !strings.HasPrefix(rest, ": SASL ") {
-		return netip.Addr{}, false
+		return 0, netip.Addr{}, false
 	}
 	rest = rest[len(": SASL "):]
 	i := strings.IndexByte(rest, ' ')
 	if i <= 0 || !strings.HasPrefix(rest[i:], " authentication failed") {
-		return netip.Addr{}, false
+		return 0, netip.Addr{}, false
 	}
-	return addr, true
+	// The reason is the SASL backend's reply (smtpd_sasl_glue.c logs
+	// sasl_reply): it tells a wrong password from a backend that is down.
+	reason := strings.ToLower(strings.TrimPrefix(rest[i+len(" authentication failed"):], ": "))
+	for _, r := range saslBadMechanism {
+		if strings.Contains(reason, r) {
+			return kiSASLBadMechanism, addr, true
+		}
+	}
+	for _, r := range saslServerFault {
+		if strings.Contains(reason, r) {
+			return kiSASLServerError, addr, true
+		}
+	}
+	return kiSASLFailed, addr, true
+}
+
+// saslServerFault are SASL failure reasons (lower case) that are the
+// server's fault: Dovecot or saslauthd down, restarting or overloaded.
+var saslServerFault = []string{
+	"connection lost to authentication server",
+	"authentication server",
+	"generic failure",
+	"temporary",
+	"temporarily",
+	"internal error",
+	"try again",
+}
+
+// saslBadMechanism are reasons for a mechanism the server did not offer.
+var saslBadMechanism = []string{
+	"invalid authentication mechanism",
+	"no mechanism available",
 }
 
 // cutPostscreenAddr parses the "[addr]:port" that postscreen writes for

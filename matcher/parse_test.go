@@ -109,6 +109,29 @@ func anchored(s string) (string, bool) {
 }
 
 func sasl(s string) (string, bool) {
-	a, ok := parseSASLFailure(s)
+	_, a, ok := parseSASLFailure(s)
 	return addrString(a, ok)
+}
+
+// TestSASLFailureReasons: the backend's reason tells a guessed password
+// from a backend that is down, and from an unoffered mechanism.
+func TestSASLFailureReasons(t *testing.T) {
+	tests := []struct {
+		line string
+		want Kind
+	}{
+		{"unknown[192.0.2.1]: SASL LOGIN authentication failed: authentication failure", KindSASLFailed},
+		{"unknown[192.0.2.1]: SASL LOGIN authentication failed: UGFzc3dvcmQ6", KindSASLFailed},
+		{"unknown[192.0.2.1]: SASL PLAIN authentication failed:", KindSASLFailed},
+		{"unknown[192.0.2.1]: SASL LOGIN authentication failed: Connection lost to authentication server", KindSASLServerError},
+		{"unknown[192.0.2.1]: SASL PLAIN authentication failed: generic failure", KindSASLServerError},
+		{"unknown[192.0.2.1]: SASL PLAIN authentication failed: Temporary authentication failure", KindSASLServerError},
+		{"unknown[192.0.2.1]:587: SASL CRAM-MD5 authentication failed: Invalid authentication mechanism", KindSASLBadMechanism},
+	}
+	for _, tt := range tests {
+		ki, _, ok := parseSASLFailure(tt.line)
+		if !ok || kinds[ki] != tt.want {
+			t.Errorf("parseSASLFailure(%q) = %v %v, want %v", tt.line, kinds[ki], ok, tt.want)
+		}
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -215,5 +216,35 @@ func TestCheckExplain(t *testing.T) {
 	var o, e bytes.Buffer
 	if code := run(t.Context(), []string{"check", "--explain", "not-an-address", sample}, strings.NewReader(""), &o, &e); code != exitUsage {
 		t.Errorf("bad --explain exited %d, want %d", code, exitUsage)
+	}
+}
+
+// TestCheckSASLBackendDown: 50 SASL failures in a minute that are the
+// server's fault (Dovecot down: "Connection lost to authentication
+// server", saslauthd's "generic failure") ban nobody with the default
+// rules; five real failures of one client within ten minutes still ban
+// it.
+func TestCheckSASLBackendDown(t *testing.T) {
+	t0 := time.Date(2026, 11, 26, 18, 0, 0, 0, time.UTC)
+	var b strings.Builder
+	for i := range 50 {
+		reason := "Connection lost to authentication server"
+		if i%2 == 1 {
+			reason = "generic failure"
+		}
+		fmt.Fprintf(&b, "%s mx1 postfix/submission/smtpd[%d]: warning: unknown[198.51.100.%d]:587: SASL LOGIN authentication failed: %s\n",
+			t0.Add(time.Duration(i)*time.Second).Format(time.RFC3339Nano), 100+i, 10+i%5, reason)
+	}
+	out, _ := runCheck(t, b.String(), "-")
+	if strings.TrimSpace(out) != "" {
+		t.Errorf("server-side SASL failures banned:\n%s", out)
+	}
+	for i := range 5 {
+		fmt.Fprintf(&b, "%s mx1 postfix/submission/smtpd[%d]: warning: unknown[203.0.113.80]:587: SASL LOGIN authentication failed: authentication failure\n",
+			t0.Add(time.Minute+time.Duration(i)*time.Minute).Format(time.RFC3339Nano), 200+i)
+	}
+	out, _ = runCheck(t, b.String(), "-")
+	if diff := cmp.Diff([]string{"203.0.113.80"}, firstFields(out)); diff != "" {
+		t.Errorf("bans (-want +got):\n%s", diff)
 	}
 }
