@@ -810,17 +810,7 @@ func (e *Enforcer) Flush(ctx context.Context) error {
 	if err := e.flush(ctx); err != nil {
 		return err
 	}
-	for {
-		if err := e.record(); err != nil {
-			return err
-		}
-		e.mu.Lock()
-		lag := e.recordLagLocked()
-		e.mu.Unlock()
-		if lag == 0 {
-			return nil
-		}
-	}
+	return e.recordCaughtUp()
 }
 
 func (e *Enforcer) flush(ctx context.Context) error { return e.write(ctx, false) }

@@ -172,32 +172,33 @@ func (e *Enforcer) yieldToKernel(ctx context.Context) {
 	}
 }
 
-// recordAll commits everything the record lacks, within d: at shutdown.
-// It reports whether the record then holds every ban.
-func (e *Enforcer) recordAll(d time.Duration) bool {
-	done := make(chan bool, 1)
-	go func() {
-		for {
-			if err := e.record(); err != nil {
-				e.log.Error("final record write failed", "err", err)
-				done <- false
-				return
-			}
-			e.mu.Lock()
-			lag := e.recordLagLocked()
-			e.mu.Unlock()
-			if lag == 0 {
-				done <- true
-				return
-			}
+// recordCaughtUp commits until the record lacks nothing.
+func (e *Enforcer) recordCaughtUp() error {
+	for {
+		if err := e.record(); err != nil {
+			return err
 		}
-	}()
+		e.mu.Lock()
+		lag := e.recordLagLocked()
+		e.mu.Unlock()
+		if lag == 0 {
+			return nil
+		}
+	}
+}
+
+// recordAll commits everything the record lacks, within d: at shutdown,
+// where a hung disk must not hold the process.
+func (e *Enforcer) recordAll(d time.Duration) {
+	done := make(chan error, 1)
+	go func() { done <- e.recordCaughtUp() }()
 	select {
-	case ok := <-done:
-		return ok
+	case err := <-done:
+		if err != nil {
+			e.log.Error("final record write failed", "err", err)
+		}
 	case <-time.After(d):
 		e.log.Error("record not written at shutdown: the disk does not answer", "waited", d)
-		return false
 	}
 }
 

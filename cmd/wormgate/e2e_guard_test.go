@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -15,13 +14,7 @@ import (
 // sendUDPFrom sends datagrams from the local address src, on one socket.
 func sendUDPFrom(t *testing.T, ns *nftest.NS, src, addr string, datagrams ...string) {
 	t.Helper()
-	var c net.Conn
-	err := ns.Do(func() error {
-		d := net.Dialer{LocalAddr: &net.UDPAddr{IP: net.ParseIP(src)}}
-		var err error
-		c, err = d.Dial("udp", addr)
-		return err
-	})
+	c, err := ns.DialFrom(t.Context(), "udp", src, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,15 +67,11 @@ func TestServeSyslogGuardForgedSource(t *testing.T) {
 		t.Run(tc.family, func(t *testing.T) {
 			before := d.counters(t)[rpf]
 			sendUDPFrom(t, worm, tc.mxAddr, tc.listen, pairLines(traditional, "FA00000001", tc.forgedClient)...)
-			err := worm.Do(func() error {
-				dl := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(tc.mxAddr)}, Timeout: 500 * time.Millisecond}
-				c, err := dl.DialContext(context.Background(), "tcp", tc.listen)
-				if err == nil {
-					c.Close()
-				}
-				return err
-			})
+			dctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
+			c, err := worm.DialFrom(dctx, "tcp", tc.mxAddr, tc.listen)
+			cancel()
 			if err == nil {
+				c.Close()
 				t.Error("a forged TCP SYN got an answer")
 			}
 			// The real MX, afterwards: its pair bans, and it has had the

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"net"
 	"net/netip"
 	"os"
 	"testing"
@@ -13,13 +12,7 @@ import (
 // sendTCPFrom sends payload over TCP from the local address src.
 func sendTCPFrom(t *testing.T, ns *nftest.NS, src, addr string, payload []byte) {
 	t.Helper()
-	var c net.Conn
-	err := ns.Do(func() error {
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 2 * time.Second}
-		var err error
-		c, err = d.Dial("tcp", addr)
-		return err
-	})
+	c, err := ns.DialFrom(t.Context(), "tcp", src, addr)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -104,6 +104,16 @@ func openFake(t *testing.T, cfg enforcer.NFTablesConfig, opts ...Option) (*Firew
 	return f, fk
 }
 
+// eachItem calls fn with each item of ad's current list attribute.
+func eachItem(ad *netlink.AttributeDecoder, fn func(*netlink.AttributeDecoder)) {
+	ad.Nested(func(l *netlink.AttributeDecoder) error {
+		for l.Next() {
+			l.Nested(func(d *netlink.AttributeDecoder) error { fn(d); return nil })
+		}
+		return nil
+	})
+}
+
 // describe renders each message of each batch as one line.
 func describe(t *testing.T, batches [][]netlink.Message) [][]string {
 	t.Helper()
@@ -172,15 +182,7 @@ func describeMsg(m netlink.Message) (string, error) {
 			case unix.NFTA_SET_ELEM_LIST_SET:
 				name = ad.String()
 			case unix.NFTA_SET_ELEM_LIST_ELEMENTS:
-				ad.Nested(func(nad *netlink.AttributeDecoder) error {
-					for nad.Next() {
-						nad.Nested(func(ed *netlink.AttributeDecoder) error {
-							elems = append(elems, describeElem(ed))
-							return nil
-						})
-					}
-					return nil
-				})
+				eachItem(ad, func(ed *netlink.AttributeDecoder) { elems = append(elems, describeElem(ed)) })
 			}
 		}
 		parts = append(parts, name)
@@ -221,15 +223,7 @@ func describeMsg(m netlink.Message) (string, error) {
 			case unix.NFTA_RULE_CHAIN:
 				parts = append(parts, ad.String())
 			case unix.NFTA_RULE_EXPRESSIONS:
-				ad.Nested(func(ld *netlink.AttributeDecoder) error {
-					for ld.Next() {
-						ld.Nested(func(xd *netlink.AttributeDecoder) error {
-							parts = append(parts, describeExpr(xd))
-							return nil
-						})
-					}
-					return nil
-				})
+				eachItem(ad, func(xd *netlink.AttributeDecoder) { parts = append(parts, describeExpr(xd)) })
 			}
 		}
 	}

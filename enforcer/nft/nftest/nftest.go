@@ -128,10 +128,25 @@ func (ns *NS) ListenPacket(network, addr string) (net.PacketConn, error) {
 // Dial connects from inside the namespace. addr must hold an IP literal: a
 // name lookup would run on other threads, outside the namespace.
 func (ns *NS) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	return ns.DialFrom(ctx, network, "", addr)
+}
+
+// DialFrom is Dial from the local address src ("" for any), which is how
+// a test sends with another of the namespace's addresses, or forges one
+// between namespaces it made.
+func (ns *NS) DialFrom(ctx context.Context, network, src, addr string) (net.Conn, error) {
+	var d net.Dialer
+	if src != "" {
+		ip := net.ParseIP(src)
+		if strings.HasPrefix(network, "udp") {
+			d.LocalAddr = &net.UDPAddr{IP: ip}
+		} else {
+			d.LocalAddr = &net.TCPAddr{IP: ip}
+		}
+	}
 	var c net.Conn
 	err := ns.Do(func() error {
 		var err error
-		var d net.Dialer
 		c, err = d.DialContext(ctx, network, addr)
 		return err
 	})
