@@ -29,16 +29,6 @@ func buildVersion() string {
 	return "dev"
 }
 
-const usage = `wormgate blocks worm and abuse senders seen in Postfix logs, in nftables.
-
-Usage:
-  wormgate serve   [--config FILE]                 run the appliance
-  wormgate check   [--config FILE] [--json] FILE... replay log files (- = stdin), print would-be bans
-  wormgate config                                  print the embedded default config
-  wormgate version                                 print the version
-
-Run "wormgate COMMAND --help" for the flags of a command.
-`
 
 // errUsage marks errors that are the caller's fault: exit code 2.
 var errUsage = errors.New("usage")
@@ -51,24 +41,19 @@ type streams struct {
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	s := streams{stdin: stdin, stdout: stdout, stderr: stderr}
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		writeUsage(stderr)
 		return exitUsage
 	}
 	var err error
-	switch args[0] {
-	case "serve":
-		err = cmdServe(ctx, args[1:], s)
-	case "check":
-		err = cmdCheck(ctx, args[1:], s)
-	case "config":
-		err = cmdConfig(args[1:], s)
-	case "version":
-		err = cmdVersion(args[1:], s)
-	case "-h", "-help", "--help", "help":
-		fmt.Fprint(stdout, usage)
+	switch c, ok := lookupCommand(args[0]); {
+	case ok:
+		err = c.run(ctx, args[1:], s)
+	case args[0] == "-h", args[0] == "-help", args[0] == "--help", args[0] == "help":
+		writeUsage(stdout)
 		return exitOK
 	default:
-		fmt.Fprintf(stderr, "wormgate: unknown command %q\n\n%s", args[0], usage)
+		fmt.Fprintf(stderr, "wormgate: unknown command %q\n\n", args[0])
+		writeUsage(stderr)
 		return exitUsage
 	}
 	switch {
