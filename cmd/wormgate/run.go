@@ -29,7 +29,6 @@ func buildVersion() string {
 	return "dev"
 }
 
-
 // errUsage marks errors that are the caller's fault: exit code 2.
 var errUsage = errors.New("usage")
 
