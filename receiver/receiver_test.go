@@ -676,4 +676,4 @@ func ts(s string) time.Time {
 }
 
 // msgOpts lets cmp look into Message.Peer.
-var msgOpts = cmpopts.EquateComparable(netip.Addr{})
+var msgOpts = cmpopts.EquateComparable(netip.Addr{}, netip.Prefix{})

@@ -34,7 +34,7 @@ func TestWeakEvidence(t *testing.T) {
 	both := func(o matcher.Offense) matcher.Offense { return authenticated(established(o)) }
 	ban := func(rule string, d time.Duration) Decision {
 		return Decision{
-			Verdict: VerdictBan, Ban: Ban{Addr: a, Rule: rule, Start: t0, Duration: d, Until: t0.Add(d), Hits: 1},
+			Verdict: VerdictBan, Ban: Ban{Addr: a, Rule: rule, Start: t0, Duration: d, Until: t0.Add(d), Hits: 1, Hosts: []string{"mx1"}},
 			HitsInWindow: 1, Threshold: 1, Window: time.Hour,
 		}
 	}

@@ -29,7 +29,7 @@ func TestDecisionExplains(t *testing.T) {
 		return offs
 	}
 	ban := func(rule string, at, dur time.Duration, hits int) Ban {
-		return Ban{Addr: a, Rule: rule, Start: t0.Add(at), Duration: dur, Until: t0.Add(at + dur), Hits: hits}
+		return Ban{Addr: a, Rule: rule, Start: t0.Add(at), Duration: dur, Until: t0.Add(at + dur), Hits: hits, Hosts: []string{"mx1"}}
 	}
 	tests := []struct {
 		name string
@@ -124,7 +124,7 @@ func TestDecisionHistory(t *testing.T) {
 	d1 := p.Observe(off("203.0.113.7", "worm", 0))
 	d2 := p.Observe(off("203.0.113.7", "worm", 2*time.Hour))
 	want := History{Addr: netip.MustParseAddr("203.0.113.7"), Hits: 2, Bans: 2, FirstSeen: t0, LastSeen: t0.Add(2 * time.Hour), BannedUntil: t0.Add(4 * time.Hour)}
-	if diff := cmp.Diff(want, d2.History, cmpopts.EquateComparable(netip.Addr{})); diff != "" {
+	if diff := cmp.Diff(want, d2.History, cmpopts.EquateComparable(netip.Addr{}, netip.Prefix{})); diff != "" {
 		t.Errorf("second ban's History (-want +got):\n%s", diff)
 	}
 	if d1.History.Bans != 1 || d1.History.BannedUntil != t0.Add(time.Hour) {

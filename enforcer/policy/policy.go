@@ -73,6 +73,15 @@ type Ban struct {
 	Duration time.Duration `json:"-"`
 	Until    time.Time     `json:"until"`
 	Hits     int           `json:"hits"`
+	// Hosts are the MX hosts (syslog senders) that reported the offences,
+	// at most maxHostsPerOffender.
+	Hosts []string `json:"hosts,omitempty"`
+	// Net, when valid and wider than one address, makes this a ban of a
+	// whole network (only by hand); Addr is then Net.Addr().
+	Net netip.Prefix `json:"net,omitzero"`
+	// Manual marks a ban an operator made; Reason is their text.
+	Manual bool   `json:"manual,omitempty"`
+	Reason string `json:"reason,omitempty"`
 }
 
 // Offender is what is remembered about one address.
@@ -262,7 +271,7 @@ func (p *Policy) Observe(off matcher.Offense) Decision {
 		level = max(o.Bans-1, 0)
 	}
 	d = p.escalate(d, level)
-	ban := Ban{Addr: addr, Rule: off.Rule, Start: off.Time, Duration: d, Until: off.Time.Add(d), Hits: o.Hits}
+	ban := Ban{Addr: addr, Rule: off.Rule, Start: off.Time, Duration: d, Until: off.Time.Add(d), Hits: o.Hits, Hosts: o.Hosts[:len(o.Hosts):len(o.Hosts)]}
 	dec := Decision{Verdict: VerdictDryRun, Ban: ban, HitsInWindow: len(hits), Threshold: rp.Threshold, Window: rp.Window, prior: was}
 	if !rp.DryRun {
 		dec.Verdict = VerdictBan

@@ -114,10 +114,10 @@ func TestPolicyBanDuration(t *testing.T) {
 	}
 	got := []Ban{p.Observe(off("203.0.113.1", "own", 0)).Ban, p.Observe(off("::ffff:203.0.113.2", "default", 0)).Ban}
 	want := []Ban{
-		{Addr: netip.MustParseAddr("203.0.113.1"), Rule: "own", Start: t0, Duration: 30 * time.Minute, Until: t0.Add(30 * time.Minute), Hits: 1},
-		{Addr: netip.MustParseAddr("203.0.113.2"), Rule: "default", Start: t0, Duration: 2 * time.Hour, Until: t0.Add(2 * time.Hour), Hits: 1},
+		{Addr: netip.MustParseAddr("203.0.113.1"), Rule: "own", Start: t0, Duration: 30 * time.Minute, Until: t0.Add(30 * time.Minute), Hits: 1, Hosts: []string{"mx1"}},
+		{Addr: netip.MustParseAddr("203.0.113.2"), Rule: "default", Start: t0, Duration: 2 * time.Hour, Until: t0.Add(2 * time.Hour), Hits: 1, Hosts: []string{"mx1"}},
 	}
-	if diff := cmp.Diff(want, got, cmpopts.EquateComparable(netip.Addr{})); diff != "" {
+	if diff := cmp.Diff(want, got, cmpopts.EquateComparable(netip.Addr{}, netip.Prefix{})); diff != "" {
 		t.Errorf("bans (-want +got):\n%s", diff)
 	}
 }

@@ -14,7 +14,7 @@ import (
 )
 
 // msgOpts lets cmp look into Message.Peer.
-var msgOpts = cmpopts.EquateComparable(netip.Addr{})
+var msgOpts = cmpopts.EquateComparable(netip.Addr{}, netip.Prefix{})
 
 var (
 	testRef = time.Date(2026, time.November, 26, 18, 20, 0, 0, time.UTC)
