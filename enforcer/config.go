@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"time"
 
 	"github.com/wormgate/wormgate/enforcer/policy"
 	"github.com/wormgate/wormgate/receiver/configerr"
@@ -31,6 +32,30 @@ type Config struct {
 	DryRun bool `yaml:"dry_run"`
 	// NFTables configures the kernel side.
 	NFTables NFTablesConfig `yaml:"nftables"`
+	// Events bounds the offence history (`wormgate why`) in the record.
+	Events EventsConfig `yaml:"events"`
+	// Manual bounds what an operator may do by hand (ban, allow).
+	Manual ManualConfig `yaml:"manual"`
+}
+
+// EventsConfig bounds the recorded offences.
+type EventsConfig struct {
+	// PerAddress keeps this many newest offences of one address.
+	PerAddress int `yaml:"per_address"`
+	// Total keeps this many newest offences in all.
+	Total int `yaml:"total"`
+	// MaxAge forgets older offences.
+	MaxAge time.Duration `yaml:"max_age"`
+}
+
+// ManualConfig bounds manual bans and allows.
+type ManualConfig struct {
+	// WidestIPv4 and WidestIPv6 are the shortest prefix lengths a manual
+	// ban may have: a typo must not drop a continent.
+	WidestIPv4 int `yaml:"widest_ipv4_prefix"`
+	WidestIPv6 int `yaml:"widest_ipv6_prefix"`
+	// MaxDuration caps --for of ban and allow.
+	MaxDuration time.Duration `yaml:"max_duration"`
 }
 
 // NFTablesConfig selects what the nftables firewall manages.
@@ -60,6 +85,8 @@ func DefaultConfig() Config {
 			Ports:       []uint16{25, 465, 587},
 			SyslogGuard: true,
 		},
+		Events: EventsConfig{PerAddress: 32, Total: 100_000, MaxAge: 30 * 24 * time.Hour},
+		Manual: ManualConfig{WidestIPv4: 24, WidestIPv6: 48, MaxDuration: 365 * 24 * time.Hour},
 	}
 }
 
@@ -97,6 +124,24 @@ func (c Config) Validate() error {
 			continue
 		}
 		seen[p] = i
+	}
+	if c.Events.PerAddress < 1 {
+		bad("events.per_address", configerr.ErrOutOfRange, "%d is out of range (at least 1)", c.Events.PerAddress)
+	}
+	if c.Events.Total < c.Events.PerAddress {
+		bad("events.total", configerr.ErrOutOfRange, "%d is out of range (at least events.per_address, %d)", c.Events.Total, c.Events.PerAddress)
+	}
+	if c.Events.MaxAge < time.Minute {
+		bad("events.max_age", configerr.ErrOutOfRange, "%v is out of range (at least 1m)", c.Events.MaxAge)
+	}
+	if c.Manual.WidestIPv4 < 1 || c.Manual.WidestIPv4 > 32 {
+		bad("manual.widest_ipv4_prefix", configerr.ErrOutOfRange, "%d is out of range (1-32)", c.Manual.WidestIPv4)
+	}
+	if c.Manual.WidestIPv6 < 1 || c.Manual.WidestIPv6 > 128 {
+		bad("manual.widest_ipv6_prefix", configerr.ErrOutOfRange, "%d is out of range (1-128)", c.Manual.WidestIPv6)
+	}
+	if c.Manual.MaxDuration < time.Minute {
+		bad("manual.max_duration", configerr.ErrOutOfRange, "%v is out of range (at least 1m)", c.Manual.MaxDuration)
 	}
 	return errors.Join(errs...)
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"github.com/wormgate/wormgate/enforcer/store"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -285,17 +287,26 @@ func TestStoreRoundTrip(t *testing.T) {
 	now := t0
 	bans := []policy.Ban{
 		{Addr: netip.MustParseAddr("203.0.113.1"), Rule: "worm", Start: now.Add(-time.Hour), Until: now.Add(time.Hour), Hits: 3},
-		{Addr: netip.MustParseAddr("2001:db8::1"), Rule: "manual", Start: now, Until: now.Add(time.Minute), Hits: 0},
+		{Addr: netip.MustParseAddr("2001:db8::1"), Rule: "manual", Start: now, Until: now.Add(time.Minute), Hits: 0, Manual: true, Reason: "partner relay, ticket 42"},
+		{Addr: netip.MustParseAddr("198.51.100.0"), Net: netip.MustParsePrefix("198.51.100.0/24"), Rule: "manual", Start: now, Until: now.Add(time.Hour), Manual: true},
+		{Addr: netip.MustParseAddr("192.0.2.7"), Rule: "worm", Start: now, Until: now.Add(time.Hour), Hits: 1, Hosts: []string{"mx1", "mx2.example.net"}},
 		{Addr: netip.MustParseAddr("203.0.113.2"), Rule: "old", Start: now.Add(-2 * time.Hour), Until: now.Add(-time.Second)},
 	}
+	events := []policy.Event{
+		{Seq: 1, Time: now.Add(-time.Minute), Addr: netip.MustParseAddr("192.0.2.7"), Host: "mx1", QueueID: "4Xq1", Kind: "header_reject", Rule: "worm", Text: "Worm: Sobig.F", Verdict: "ban"},
+		{Seq: 2, Time: now.Add(-40 * 24 * time.Hour), Addr: netip.MustParseAddr("192.0.2.7"), Kind: "header_reject", Rule: "worm", Verdict: "ban"},
+	}
+	allows := []store.Allow{{Net: netip.MustParsePrefix("192.0.2.0/28"), Added: now, Reason: "partner"}, {Net: netip.MustParsePrefix("192.0.2.64/28"), Added: now, Until: now.Add(-time.Second)}}
+	tombs := []store.Tombstone{{Net: netip.MustParsePrefix("203.0.113.70/32"), Until: now.Add(time.Hour)}}
 	hist := []policy.History{
 		{Addr: netip.MustParseAddr("203.0.113.1"), Hits: 3, Bans: 2, FirstSeen: now.Add(-time.Hour), LastSeen: now, BannedUntil: now.Add(time.Hour)},
 		{Addr: netip.MustParseAddr("203.0.113.9"), Hits: 1, LastSeen: now.Add(-time.Hour)},
 	}
-	if err := st.Commit(bans, hist, nil); err != nil {
+	if err := st.Commit(store.Change{Bans: bans, History: hist, Events: events, Allows: allows, Tombstones: tombs}); err != nil {
 		t.Fatal(err)
 	}
-	gotBans, gotHist, err := st.Load(now, 1)
+	snap, err := st.Load(now, store.Limits{History: 1, Events: 10, EventAge: 30 * 24 * time.Hour})
+	gotBans, gotHist := snap.Bans, snap.History
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -304,16 +315,28 @@ func TestStoreRoundTrip(t *testing.T) {
 	}
 	eq := cmp.Comparer(func(a, b time.Time) bool { return a.Equal(b) })
 	less := func(a, b policy.Ban) bool { return a.Addr.Less(b.Addr) }
-	if diff := cmp.Diff(bans[:2], gotBans, eq, cmp.Comparer(func(a, b netip.Addr) bool { return a == b }), cmpSortBans(less)); diff != "" {
+	addrs := cmpopts.EquateComparable(netip.Addr{}, netip.Prefix{})
+	if diff := cmp.Diff(bans[:4], gotBans, eq, addrs, cmpSortBans(less)); diff != "" {
 		t.Errorf("bans (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff(hist[:1], gotHist, eq, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
+	if diff := cmp.Diff(hist[:1], gotHist, eq, addrs); diff != "" {
 		t.Errorf("history, newest 1 (-want +got):\n%s", diff)
 	}
-	// Load deleted the expired ban and the older history.
-	gotBans, gotHist, err = st.Load(now.Add(-time.Hour), 10)
-	if err != nil || len(gotBans) != 2 || len(gotHist) != 1 {
-		t.Errorf("second Load = %d bans, %d history, %v; want 2, 1", len(gotBans), len(gotHist), err)
+	if diff := cmp.Diff(events[:1], snap.Events, eq, addrs); diff != "" {
+		t.Errorf("events within max age (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(allows[:1], snap.Allows, eq, addrs); diff != "" {
+		t.Errorf("live allows (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(tombs, snap.Tombstones, eq, addrs); diff != "" {
+		t.Errorf("tombstones (-want +got):\n%s", diff)
+	}
+	// Load deleted the expired ban, the older history, the old event and
+	// the expired allow, even when read at an earlier time.
+	snap, err = st.Load(now.Add(-time.Hour), store.Limits{History: 10, Events: 10})
+	got := []int{len(snap.Bans), len(snap.History), len(snap.Events), len(snap.Allows)}
+	if err != nil || !slices.Equal(got, []int{4, 1, 1, 1}) {
+		t.Errorf("second Load = %v bans, history, events, allows, %v; want [4 1 1 1]", got, err)
 	}
 }
 

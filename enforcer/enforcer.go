@@ -55,9 +55,10 @@ const (
 type Enforcer struct {
 	log       *slog.Logger
 	fw        Firewall
-	store     *store.Store
+	store     Record
 	maxActive int
 	history   int
+	events    EventsConfig
 	now       func() time.Time
 	m         metrics
 
@@ -133,7 +134,7 @@ type Option func(*Enforcer)
 // WithStore makes the enforcer durable: Run loads the active bans and the
 // offender history from s and commits every ban to s behind the kernel.
 // The caller closes s after Run returned.
-func WithStore(s *store.Store) Option { return func(e *Enforcer) { e.store = s } }
+func WithStore(s Record) Option { return func(e *Enforcer) { e.store = s } }
 
 // WithIntervals sets how often the ruleset is checked and the sets are
 // audited (defaults 1s and 10m); tests shorten them.
@@ -163,6 +164,7 @@ func New(cfg Config, rules map[string]policy.RulePolicy, fw Firewall, log *slog.
 		fw:             fw,
 		maxActive:      cfg.MaxActiveBans,
 		history:        cfg.OffenderCacheSize,
+		events:         cfg.Events,
 		now:            time.Now,
 		reconcileEvery: reconcileEvery,
 		auditEvery:     auditEvery,
@@ -546,7 +548,8 @@ func (e *Enforcer) sweepLocked(now time.Time) {
 // which said so.
 func (e *Enforcer) load() error {
 	now := e.now()
-	bans, hist, err := e.store.Load(now, e.history)
+	snap, err := e.store.Load(now, store.Limits{History: e.history, Events: e.events.Total, EventAge: e.events.MaxAge})
+	bans, hist := snap.Bans, snap.History
 	if err != nil {
 		return err
 	}

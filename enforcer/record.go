@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/wormgate/wormgate/enforcer/policy"
+	"github.com/wormgate/wormgate/enforcer/store"
 )
 
 // maxRecordBatch bounds the bans of one record commit, so that a flood is
@@ -31,6 +32,18 @@ const adoptTimeout = 10 * time.Second
 // adoptedRule names the bans taken over from the kernel at start-up
 // because the record did not hold them (it fell behind before a crash).
 const adoptedRule = "adopted"
+
+// Record is the durable record the enforcer writes behind the kernel
+// (enforcer/store, or a proxy to it in another process).
+type Record interface {
+	// Load returns what the record holds that is live at now, within lim;
+	// an unreadable record is moved aside and reads as empty.
+	Load(now time.Time, lim store.Limits) (store.Snapshot, error)
+	// Commit writes c durably (one fsynced transaction) or not at all.
+	Commit(c store.Change) error
+	// Recovered names the file an unreadable record was moved to, or "".
+	Recovered() string
+}
 
 // record commits to the store up to maxRecordBatch bans that it does not
 // hold yet, with their offender history, and the pending deletions, in
@@ -63,9 +76,9 @@ func (e *Enforcer) record() error {
 			delete(e.unrecorded, a)
 		}
 	}
-	dels := make([]netip.Addr, 0, len(e.dels))
+	dels := make([]netip.Prefix, 0, len(e.dels))
 	for a := range e.dels {
-		dels = append(dels, a)
+		dels = append(dels, netip.PrefixFrom(a, a.BitLen()))
 	}
 	clear(e.dels)
 	e.recInflight = len(batch) + len(dels)
@@ -85,7 +98,7 @@ func (e *Enforcer) record() error {
 	}
 
 	e.commitSince.Store(time.Now().UnixNano())
-	err := e.store.Commit(bans, hist, dels)
+	err := e.store.Commit(store.Change{Bans: bans, History: hist, Deletes: dels})
 	e.commitSince.Store(0)
 
 	e.mu.Lock()
@@ -98,9 +111,9 @@ func (e *Enforcer) record() error {
 				}
 			}
 		}
-		for _, a := range dels {
-			if _, ok := e.active[a]; !ok {
-				e.dels[a] = struct{}{}
+		for _, p := range dels {
+			if _, ok := e.active[p.Addr()]; !ok {
+				e.dels[p.Addr()] = struct{}{}
 			}
 		}
 	}

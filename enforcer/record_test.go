@@ -113,7 +113,8 @@ func TestStartAdoptsTheKernel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	recorded, _, err := st.Load(time.Now(), 0)
+	snap, err := st.Load(time.Now(), store.Limits{})
+	recorded := snap.Bans
 	st.Close()
 	if err != nil {
 		t.Fatal(err)

@@ -39,7 +39,8 @@ func recordedBans(t *testing.T, stateDir string) map[string]bool {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	bans, _, err := st.Load(time.Now(), 0)
+	snap, err := st.Load(time.Now(), store.Limits{})
+	bans := snap.Bans
 	if err != nil {
 		t.Fatal(err)
 	}

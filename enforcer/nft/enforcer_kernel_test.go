@@ -119,7 +119,7 @@ func BenchmarkStartup100k(b *testing.B) {
 	for i, a := range seqAddrs(addr("198.18.0.0"), 100_000) {
 		bans = append(bans, policy.Ban{Addr: a, Rule: "worm-signature", Start: now, Until: now.Add(time.Hour + time.Duration(i)*time.Millisecond), Hits: 1})
 	}
-	if err := st.Commit(bans, nil, nil); err != nil {
+	if err := st.Commit(store.Change{Bans: bans}); err != nil {
 		b.Fatal(err)
 	}
 	if err := st.Close(); err != nil {

@@ -385,3 +385,31 @@ func (p *Policy) RestoreHistory(hs []History) {
 		})
 	}
 }
+
+// Event is one recorded offence as `wormgate why` shows it: what an MX
+// host logged and what the policy decided.
+type Event struct {
+	// Seq orders events of the same time; unique within a record.
+	Seq     uint64     `json:"seq"`
+	Time    time.Time  `json:"time"`
+	Addr    netip.Addr `json:"addr"`
+	Host    string     `json:"host,omitempty"`
+	QueueID string     `json:"queue_id,omitempty"`
+	Kind    string     `json:"kind"`
+	Rule    string     `json:"rule"`
+	// Text is the reject text the MX host logged, bounded.
+	Text    string `json:"text,omitempty"`
+	Verdict string `json:"verdict"`
+	// Detail says more about the verdict, e.g. "2 of 3 hits in 10m0s".
+	Detail string `json:"detail,omitempty"`
+}
+
+// EventKey identifies an event in the record.
+type EventKey struct {
+	Addr netip.Addr
+	Time time.Time
+	Seq  uint64
+}
+
+// Key is e's key.
+func (e Event) Key() EventKey { return EventKey{Addr: e.Addr, Time: e.Time, Seq: e.Seq} }

@@ -2,7 +2,9 @@ package store
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -27,13 +29,18 @@ var ErrCorruptRecord = errors.New("corrupt record")
 const (
 	stateFile   = "state.db"
 	lockTimeout = 2 * time.Second
-	recVersion  = 1
+	histV1      = 1
 )
 
 var (
-	bansBucket    = []byte("bans")
-	historyBucket = []byte("offenders")
+	bansBucket       = []byte("bans")
+	historyBucket    = []byte("offenders")
+	eventsBucket     = []byte("events")
+	allowsBucket     = []byte("allows")
+	tombstonesBucket = []byte("tombstones")
 )
+
+var buckets = [][]byte{bansBucket, historyBucket, eventsBucket, allowsBucket, tombstonesBucket}
 
 // Store is the durable record of active bans and offender history in a
 // bbolt file. Every Commit is one fsynced transaction. The enforcer
@@ -121,7 +128,7 @@ func (s *Store) open() error {
 	s.db = db
 	err = guard(func() error {
 		return db.Update(func(tx *bolt.Tx) error {
-			for _, b := range [][]byte{bansBucket, historyBucket} {
+			for _, b := range buckets {
 				if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 					return err
 				}
@@ -147,107 +154,214 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// Load returns the bans that have not expired at now and at most
-// maxHistory offenders, the most recently seen. Expired bans and older
-// history are deleted in the same transaction, so the file stays bounded.
-func (s *Store) Load(now time.Time, maxHistory int) ([]policy.Ban, []policy.History, error) {
-	bans, hist, err := s.load(now, maxHistory)
-	if errors.Is(err, ErrCorrupt) {
-		if err := s.moveAside(err); err != nil {
-			return nil, nil, err
-		}
-		return nil, nil, nil
-	}
-	return bans, hist, err
+// Limits bound what Load keeps; the rest is deleted in the same
+// transaction, so the file stays bounded.
+type Limits struct {
+	// History is the number of offenders kept, the most recently seen.
+	History int
+	// Events is the number of offences kept in total, the newest;
+	// EventAge drops older ones (0: no age limit).
+	Events   int
+	EventAge time.Duration
 }
 
-func (s *Store) load(now time.Time, maxHistory int) ([]policy.Ban, []policy.History, error) {
-	var bans []policy.Ban
-	var hist []policy.History
+// Snapshot is what the record holds.
+type Snapshot struct {
+	Bans       []policy.Ban
+	History    []policy.History
+	Events     []policy.Event
+	Allows     []Allow
+	Tombstones []Tombstone
+}
+
+// Allow is a never-block entry an operator added at run time.
+type Allow struct {
+	Net    netip.Prefix `json:"net"`
+	Added  time.Time    `json:"added"`
+	Until  time.Time    `json:"until,omitzero"` // zero: until removed
+	Reason string       `json:"reason,omitempty"`
+	By     string       `json:"by,omitempty"`
+}
+
+// Tombstone remembers a ban an operator lifted, so that start-up does
+// not adopt it back from a kernel that still held it.
+type Tombstone struct {
+	Net   netip.Prefix `json:"net"`
+	Until time.Time    `json:"until"`
+}
+
+// Change is one transaction of the record. Deletions come first, so
+// an address both deleted and put ends up put.
+type Change struct {
+	Bans    []policy.Ban
+	History []policy.History
+	// Deletes are bans lifted or expired; a host as a single-IP prefix.
+	Deletes        []netip.Prefix
+	Events         []policy.Event
+	DropEvents     []policy.EventKey
+	Allows         []Allow
+	Disallows      []netip.Prefix
+	Tombstones     []Tombstone
+	DropTombstones []netip.Prefix
+}
+
+// Empty reports whether c changes nothing.
+func (c *Change) Empty() bool {
+	return len(c.Bans)+len(c.History)+len(c.Deletes)+len(c.Events)+len(c.DropEvents)+
+		len(c.Allows)+len(c.Disallows)+len(c.Tombstones)+len(c.DropTombstones) == 0
+}
+
+// Load returns what the record holds that has not expired at now, within
+// lim. Expired and surplus entries are deleted in the same transaction.
+// A file that turns out to be unreadable is moved aside (see Recovered)
+// and an empty snapshot returned.
+func (s *Store) Load(now time.Time, lim Limits) (Snapshot, error) {
+	snap, err := s.load(now, lim)
+	if errors.Is(err, ErrCorrupt) {
+		if err := s.moveAside(err); err != nil {
+			return Snapshot{}, err
+		}
+		return Snapshot{}, nil
+	}
+	return snap, err
+}
+
+// forEachLive decodes every record of b, deleting those that do not
+// decode or that keep reports false.
+func forEachLive[T any](b *bolt.Bucket, decode func(k, v []byte) (T, error), keep func(T) bool, out *[]T) error {
+	var stale [][]byte
+	err := b.ForEach(func(k, v []byte) error {
+		x, err := decode(k, v)
+		if err != nil || !keep(x) {
+			stale = append(stale, slices.Clone(k))
+			return nil
+		}
+		*out = append(*out, x)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, k := range stale {
+		if err := b.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Store) load(now time.Time, lim Limits) (Snapshot, error) {
+	var snap Snapshot
 	err := guard(func() error {
 		return s.db.Update(func(tx *bolt.Tx) error {
-			bans, hist = bans[:0], hist[:0]
-			bb := tx.Bucket(bansBucket)
-			var stale [][]byte
-			err := bb.ForEach(func(k, v []byte) error {
-				b, err := decodeBan(k, v)
-				if err != nil || !b.Until.After(now) {
-					stale = append(stale, slices.Clone(k))
-					return nil
-				}
-				bans = append(bans, b)
-				return nil
-			})
-			if err != nil {
+			snap = Snapshot{}
+			live := func(b policy.Ban) bool { return b.Until.After(now) }
+			if err := forEachLive(tx.Bucket(bansBucket), decodeBan, live, &snap.Bans); err != nil {
 				return err
-			}
-			for _, k := range stale {
-				if err := bb.Delete(k); err != nil {
-					return err
-				}
 			}
 			hb := tx.Bucket(historyBucket)
-			stale = stale[:0]
-			err = hb.ForEach(func(k, v []byte) error {
-				h, err := decodeHistory(k, v)
-				if err != nil {
-					stale = append(stale, slices.Clone(k))
-					return nil
-				}
-				hist = append(hist, h)
-				return nil
-			})
-			if err != nil {
+			if err := forEachLive(hb, decodeHistory, func(policy.History) bool { return true }, &snap.History); err != nil {
 				return err
 			}
-			if len(hist) > maxHistory {
-				slices.SortFunc(hist, func(a, b policy.History) int { return b.LastSeen.Compare(a.LastSeen) })
-				for _, h := range hist[maxHistory:] {
-					stale = append(stale, h.Addr.AsSlice())
+			if len(snap.History) > lim.History {
+				slices.SortFunc(snap.History, func(a, b policy.History) int { return b.LastSeen.Compare(a.LastSeen) })
+				for _, h := range snap.History[lim.History:] {
+					if err := hb.Delete(h.Addr.Unmap().AsSlice()); err != nil {
+						return err
+					}
 				}
-				hist = hist[:maxHistory]
+				snap.History = snap.History[:lim.History]
 			}
-			for _, k := range stale {
-				if err := hb.Delete(k); err != nil {
-					return err
+			eb := tx.Bucket(eventsBucket)
+			fresh := func(ev policy.Event) bool { return lim.EventAge <= 0 || now.Sub(ev.Time) <= lim.EventAge }
+			if err := forEachLive(eb, decodeEvent, fresh, &snap.Events); err != nil {
+				return err
+			}
+			if len(snap.Events) > lim.Events {
+				slices.SortFunc(snap.Events, func(a, b policy.Event) int {
+					return cmp.Or(b.Time.Compare(a.Time), cmp.Compare(b.Seq, a.Seq))
+				})
+				for _, ev := range snap.Events[lim.Events:] {
+					if err := eb.Delete(eventKey(ev.Key())); err != nil {
+						return err
+					}
 				}
+				snap.Events = snap.Events[:lim.Events]
 			}
-			return nil
+			liveAllow := func(a Allow) bool { return a.Until.IsZero() || a.Until.After(now) }
+			if err := forEachLive(tx.Bucket(allowsBucket), decodeJSON[Allow], liveAllow, &snap.Allows); err != nil {
+				return err
+			}
+			liveTomb := func(t Tombstone) bool { return t.Until.After(now) }
+			return forEachLive(tx.Bucket(tombstonesBucket), decodeJSON[Tombstone], liveTomb, &snap.Tombstones)
 		})
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("load store: %w", err)
+		return Snapshot{}, fmt.Errorf("load store: %w", err)
 	}
-	return bans, hist, nil
+	return snap, nil
 }
 
-// Commit writes bans and history and deletes the bans of dels, in one
-// fsynced transaction. Deletions come first, so an address in both ends
-// up banned.
-func (s *Store) Commit(bans []policy.Ban, hist []policy.History, dels []netip.Addr) error {
-	if len(bans) == 0 && len(hist) == 0 && len(dels) == 0 {
+// Commit writes c in one fsynced transaction.
+func (s *Store) Commit(c Change) error {
+	if c.Empty() {
 		return nil
 	}
 	// bbolt splits and rebalances pages on every out-of-order put: in key
 	// order a big commit is about forty times cheaper.
-	bans = slices.Clone(bans)
-	slices.SortFunc(bans, func(a, b policy.Ban) int { return keyCompare(a.Addr, b.Addr) })
-	hist = slices.Clone(hist)
+	bans := slices.Clone(c.Bans)
+	slices.SortFunc(bans, func(a, b policy.Ban) int { return bytes.Compare(banKey(a), banKey(b)) })
+	hist := slices.Clone(c.History)
 	slices.SortFunc(hist, func(a, b policy.History) int { return keyCompare(a.Addr, b.Addr) })
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		bb, hb := tx.Bucket(bansBucket), tx.Bucket(historyBucket)
-		for _, a := range dels {
-			if err := bb.Delete(a.Unmap().AsSlice()); err != nil {
+		bb, hb, eb := tx.Bucket(bansBucket), tx.Bucket(historyBucket), tx.Bucket(eventsBucket)
+		ab, tb := tx.Bucket(allowsBucket), tx.Bucket(tombstonesBucket)
+		for _, p := range c.Deletes {
+			if err := bb.Delete(prefixKey(p)); err != nil {
 				return err
 			}
 		}
 		for _, b := range bans {
-			if err := bb.Put(b.Addr.Unmap().AsSlice(), encodeBan(b)); err != nil {
+			if err := bb.Put(banKey(b), encodeBan(b)); err != nil {
 				return err
 			}
 		}
 		for _, h := range hist {
 			if err := hb.Put(h.Addr.Unmap().AsSlice(), encodeHistory(h)); err != nil {
+				return err
+			}
+		}
+		for _, k := range c.DropEvents {
+			if err := eb.Delete(eventKey(k)); err != nil {
+				return err
+			}
+		}
+		for _, ev := range c.Events {
+			v, err := json.Marshal(ev)
+			if err != nil {
+				return err
+			}
+			if err := eb.Put(eventKey(ev.Key()), v); err != nil {
+				return err
+			}
+		}
+		for _, p := range c.Disallows {
+			if err := ab.Delete(prefixKey(p)); err != nil {
+				return err
+			}
+		}
+		for _, a := range c.Allows {
+			if err := putJSON(ab, prefixKey(a.Net), a); err != nil {
+				return err
+			}
+		}
+		for _, p := range c.DropTombstones {
+			if err := tb.Delete(prefixKey(p)); err != nil {
+				return err
+			}
+		}
+		for _, t := range c.Tombstones {
+			if err := putJSON(tb, prefixKey(t.Net), t); err != nil {
 				return err
 			}
 		}
@@ -257,6 +371,73 @@ func (s *Store) Commit(bans []policy.Ban, hist []policy.History, dels []netip.Ad
 		return fmt.Errorf("commit store: %w", err)
 	}
 	return nil
+}
+
+// prefixKey is the key of a host (its 4 or 16 bytes, as the first
+// version of the file had them) or of a network (the bytes and the
+// prefix length).
+func prefixKey(p netip.Prefix) []byte {
+	p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-(p.Addr().BitLen()-p.Addr().Unmap().BitLen())).Masked()
+	k := p.Addr().AsSlice()
+	if p.IsSingleIP() {
+		return k
+	}
+	return append(k, byte(p.Bits()))
+}
+
+func banKey(b policy.Ban) []byte {
+	if b.Net.IsValid() && !b.Net.IsSingleIP() {
+		return prefixKey(b.Net)
+	}
+	a := b.Addr.Unmap()
+	return a.AsSlice()
+}
+
+func keyPrefix(k []byte) (netip.Prefix, bool) {
+	switch len(k) {
+	case 4, 16:
+		a, _ := netip.AddrFromSlice(k)
+		return netip.PrefixFrom(a, a.BitLen()), true
+	case 5, 17:
+		a, _ := netip.AddrFromSlice(k[:len(k)-1])
+		p := netip.PrefixFrom(a, int(k[len(k)-1]))
+		return p, p.IsValid() && p.Masked() == p
+	}
+	return netip.Prefix{}, false
+}
+
+// eventKey orders an address's offences by time: the address in 16
+// bytes, then time and sequence number.
+func eventKey(k policy.EventKey) []byte {
+	a := k.Addr.Unmap().As16()
+	out := make([]byte, 0, 32)
+	out = append(out, a[:]...)
+	out = binary.BigEndian.AppendUint64(out, uint64(k.Time.UnixNano()))
+	return binary.BigEndian.AppendUint64(out, k.Seq)
+}
+
+func decodeEvent(k, v []byte) (policy.Event, error) {
+	var ev policy.Event
+	if len(k) != 32 || json.Unmarshal(v, &ev) != nil || !ev.Addr.IsValid() {
+		return policy.Event{}, ErrCorruptRecord
+	}
+	return ev, nil
+}
+
+func putJSON(b *bolt.Bucket, k []byte, v any) error {
+	buf, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return b.Put(k, buf)
+}
+
+func decodeJSON[T any](k, v []byte) (T, error) {
+	var x T
+	if _, ok := keyPrefix(k); !ok || json.Unmarshal(v, &x) != nil {
+		return x, ErrCorruptRecord
+	}
+	return x, nil
 }
 
 // keyCompare orders addresses as bbolt orders their keys (the address's
@@ -275,35 +456,91 @@ func keyCompare(a, b netip.Addr) int {
 	return bytes.Compare(a16[:], b4[:])
 }
 
-// A ban record: version, start, until (Unix ns), hits, a reserved byte
-// (0), rule.
+// A ban record: version, start, until (Unix ns), hits, flags, rule;
+// version 2 adds, each length-prefixed (uvarint), the reason and the
+// hosts. The key holds the address or network.
+const (
+	banV1      = 1
+	banV2      = 2
+	flagManual = 1
+)
+
 func encodeBan(b policy.Ban) []byte {
-	out := make([]byte, 0, 22+len(b.Rule))
-	out = append(out, recVersion)
+	out := make([]byte, 0, 32+len(b.Rule)+len(b.Reason))
+	out = append(out, banV2)
 	out = binary.BigEndian.AppendUint64(out, uint64(b.Start.UnixNano()))
 	out = binary.BigEndian.AppendUint64(out, uint64(b.Until.UnixNano()))
 	out = binary.BigEndian.AppendUint32(out, uint32(min(max(b.Hits, 0), 1<<31-1)))
-	out = append(out, 0)
-	return append(out, b.Rule...)
+	var flags byte
+	if b.Manual {
+		flags |= flagManual
+	}
+	out = append(out, flags)
+	out = appendString(out, b.Rule)
+	out = appendString(out, b.Reason)
+	out = binary.AppendUvarint(out, uint64(len(b.Hosts)))
+	for _, h := range b.Hosts {
+		out = appendString(out, h)
+	}
+	return out
+}
+
+func appendString(out []byte, s string) []byte {
+	return append(binary.AppendUvarint(out, uint64(len(s))), s...)
+}
+
+func readString(v []byte) (string, []byte, bool) {
+	n, k := binary.Uvarint(v)
+	if k <= 0 || n > uint64(len(v)-k) {
+		return "", nil, false
+	}
+	return string(v[k : k+int(n)]), v[k+int(n):], true
 }
 
 func decodeBan(k, v []byte) (policy.Ban, error) {
-	a, ok := netip.AddrFromSlice(k)
-	if !ok || len(v) < 22 || v[0] != recVersion {
+	p, ok := keyPrefix(k)
+	if !ok || len(v) < 22 || (v[0] != banV1 && v[0] != banV2) {
 		return policy.Ban{}, ErrCorruptRecord
 	}
 	start := time.Unix(0, int64(binary.BigEndian.Uint64(v[1:])))
 	until := time.Unix(0, int64(binary.BigEndian.Uint64(v[9:])))
-	return policy.Ban{
-		Addr: a, Start: start, Until: until, Duration: until.Sub(start),
-		Hits: int(binary.BigEndian.Uint32(v[17:])), Rule: string(v[22:]),
-	}, nil
+	b := policy.Ban{
+		Addr: p.Addr(), Start: start, Until: until, Duration: until.Sub(start),
+		Hits: int(binary.BigEndian.Uint32(v[17:])), Manual: v[21]&flagManual != 0,
+	}
+	if !p.IsSingleIP() {
+		b.Net = p
+	}
+	if v[0] == banV1 {
+		b.Rule = string(v[22:])
+		return b, nil
+	}
+	rest := v[22:]
+	if b.Rule, rest, ok = readString(rest); !ok {
+		return policy.Ban{}, ErrCorruptRecord
+	}
+	if b.Reason, rest, ok = readString(rest); !ok {
+		return policy.Ban{}, ErrCorruptRecord
+	}
+	n, m := binary.Uvarint(rest)
+	if m <= 0 || n > uint64(len(rest)) {
+		return policy.Ban{}, ErrCorruptRecord
+	}
+	rest = rest[m:]
+	for range n {
+		var h string
+		if h, rest, ok = readString(rest); !ok {
+			return policy.Ban{}, ErrCorruptRecord
+		}
+		b.Hosts = append(b.Hosts, h)
+	}
+	return b, nil
 }
 
 // A history record: version, hits, bans, first, last, banned until.
 func encodeHistory(h policy.History) []byte {
 	out := make([]byte, 0, 33)
-	out = append(out, recVersion)
+	out = append(out, histV1)
 	out = binary.BigEndian.AppendUint32(out, uint32(min(max(h.Hits, 0), 1<<31-1)))
 	out = binary.BigEndian.AppendUint32(out, uint32(min(max(h.Bans, 0), 1<<31-1)))
 	for _, t := range []time.Time{h.FirstSeen, h.LastSeen, h.BannedUntil} {
@@ -318,7 +555,7 @@ func encodeHistory(h policy.History) []byte {
 
 func decodeHistory(k, v []byte) (policy.History, error) {
 	a, ok := netip.AddrFromSlice(k)
-	if !ok || len(v) != 33 || v[0] != recVersion {
+	if !ok || len(v) != 33 || v[0] != histV1 {
 		return policy.History{}, ErrCorruptRecord
 	}
 	ts := make([]time.Time, 3)

@@ -52,7 +52,7 @@ func BenchmarkStoreCommit100k(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.StartTimer()
-		if err := st.Commit(bans, hist, nil); err != nil {
+		if err := st.Commit(Change{Bans: bans, History: hist}); err != nil {
 			b.Fatal(err)
 		}
 		b.StopTimer()
@@ -112,7 +112,7 @@ func TestDamagedStateFile(t *testing.T) {
 				a := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 14: byte(i >> 8), 15: byte(i)})
 				bans[i] = policy.Ban{Addr: a, Rule: "worm-signature", Start: now, Until: now.Add(time.Hour), Duration: time.Hour, Hits: 1}
 			}
-			mustDo(t, st.Commit(bans, nil, nil))
+			mustDo(t, st.Commit(Change{Bans: bans}))
 			mustDo(t, st.Close())
 			tc.damage(t, filepath.Join(dir, stateFile))
 
@@ -121,7 +121,8 @@ func TestDamagedStateFile(t *testing.T) {
 				t.Fatalf("Open of a damaged file: %v", err)
 			}
 			defer st.Close()
-			got, _, err := st.Load(now, 100)
+			snap, err := st.Load(now, Limits{History: 100})
+			got := snap.Bans
 			if err != nil {
 				t.Fatalf("Load of a damaged file: %v", err)
 			}
@@ -133,7 +134,7 @@ func TestDamagedStateFile(t *testing.T) {
 				t.Errorf("Recovered() = %q, files aside %v; want moved aside: %v", st.Recovered(), aside, tc.corrupt)
 			}
 			// The new record works.
-			mustDo(t, st.Commit(bans[:1], nil, nil))
+			mustDo(t, st.Commit(Change{Bans: bans[:1]}))
 		})
 	}
 }
