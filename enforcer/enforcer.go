@@ -58,7 +58,6 @@ type Enforcer struct {
 	store     Record
 	maxActive int
 	history   int
-	events    EventsConfig
 	now       func() time.Time
 	m         metrics
 
@@ -96,6 +95,21 @@ type Enforcer struct {
 	recInflight int
 	// dels are bans to delete from the store (expired or lifted).
 	dels map[netip.Addr]struct{}
+	// kdels are lifted bans still to delete from the kernel.
+	kdels map[netip.Addr]struct{}
+	// nets are the manual bans of networks.
+	nets map[netip.Prefix]policy.Ban
+	// allows are the operator's run-time never-block entries; tombs the
+	// bans they lifted by hand, which start-up must not adopt back.
+	allows map[netip.Prefix]store.Allow
+	tombs  map[netip.Prefix]time.Time
+	// ports is the kernel's port set as last written (Reconfigure).
+	ports []uint16
+	// ctl is what operators and the offence history changed in the
+	// record since the last commit (host bans go through unrecorded).
+	ctl    store.Change
+	events *eventLog
+	manual ManualConfig
 	// nextExpiry is no later than the earliest Until in active, or zero
 	// when unknown (after a load or an adoption), so that a sweep can be
 	// skipped when nothing can have expired.
@@ -164,7 +178,6 @@ func New(cfg Config, rules map[string]policy.RulePolicy, fw Firewall, log *slog.
 		fw:             fw,
 		maxActive:      cfg.MaxActiveBans,
 		history:        cfg.OffenderCacheSize,
-		events:         cfg.Events,
 		now:            time.Now,
 		reconcileEvery: reconcileEvery,
 		auditEvery:     auditEvery,
@@ -176,6 +189,13 @@ func New(cfg Config, rules map[string]policy.RulePolicy, fw Firewall, log *slog.
 		active:         make(map[netip.Addr]policy.Ban),
 		pending:        make(map[netip.Addr]pendingBan),
 		dels:           make(map[netip.Addr]struct{}),
+		kdels:          make(map[netip.Addr]struct{}),
+		nets:           make(map[netip.Prefix]policy.Ban),
+		allows:         make(map[netip.Prefix]store.Allow),
+		tombs:          make(map[netip.Prefix]time.Time),
+		events:         newEventLog(cfg.Events),
+		manual:         cfg.Manual,
+		ports:          slices.Clone(cfg.NFTables.Ports),
 		rate:           rate,
 		tokens:         rate,
 	}
@@ -281,11 +301,12 @@ func (e *Enforcer) Offend(off matcher.Offense) policy.Decision {
 			// Undo the policy's ban, so that the next offense tries again
 			// and does not count as an escalation.
 			e.policy.Undo(d)
-			e.mu.Unlock()
 			reason := "cap"
 			if errors.Is(err, ErrRateLimited) {
 				reason = "rate"
 			}
+			e.noteOffenseLocked(off, d, "refused: "+reason)
+			e.mu.Unlock()
 			e.m.offenses.WithLabelValues(off.Rule, reason).Inc()
 			e.log.Debug("ban refused", "addr", d.Ban.Addr, "rule", off.Rule, "err", err)
 			return d
@@ -295,6 +316,7 @@ func (e *Enforcer) Offend(off matcher.Offense) policy.Decision {
 	case policy.VerdictDryRun:
 		e.m.refused.WithLabelValues("dry_run").Inc()
 	}
+	e.noteOffenseLocked(off, d, d.Verdict.String())
 	e.mu.Unlock()
 	e.counter(e.m.offenses, off.Rule, d.Verdict.String()).Inc()
 	switch d.Verdict {
@@ -540,6 +562,26 @@ func (e *Enforcer) sweepLocked(now time.Time) {
 			next = b.Until
 		}
 	}
+	for n, b := range e.nets {
+		if !b.Until.After(now) {
+			delete(e.nets, n)
+			if e.store != nil {
+				e.ctl.Deletes = append(e.ctl.Deletes, n)
+			}
+		}
+	}
+	for n, until := range e.tombs {
+		if !until.After(now) {
+			delete(e.tombs, n)
+		}
+	}
+	for n, a := range e.allows {
+		if !a.Until.IsZero() && !a.Until.After(now) {
+			delete(e.allows, n)
+			e.applyAllowsLocked()
+			e.log.Info("allow expired", "net", n)
+		}
+	}
 	e.nextExpiry = next
 }
 
@@ -548,7 +590,7 @@ func (e *Enforcer) sweepLocked(now time.Time) {
 // which said so.
 func (e *Enforcer) load() error {
 	now := e.now()
-	snap, err := e.store.Load(now, store.Limits{History: e.history, Events: e.events.Total, EventAge: e.events.MaxAge})
+	snap, err := e.store.Load(now, store.Limits{History: e.history, Events: e.events.cfg.Total, EventAge: e.events.cfg.MaxAge})
 	bans, hist := snap.Bans, snap.History
 	if err != nil {
 		return err
@@ -559,12 +601,30 @@ func (e *Enforcer) load() error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.policy.RestoreHistory(hist)
+	for _, a := range snap.Allows {
+		e.allows[a.Net] = a
+	}
+	e.applyAllowsLocked()
+	for _, t := range snap.Tombstones {
+		e.tombs[t.Net] = t.Until
+	}
+	e.ctl.DropEvents = append(e.ctl.DropEvents, e.events.restore(snap.Events, now)...)
 	if len(e.active) == 0 {
 		// Sized once: growing a map to 100k entries rehashes it many times.
 		e.active = make(map[netip.Addr]policy.Ban, len(bans))
 	}
 	dropped := 0
 	for _, b := range bans {
+		if b.Net.IsValid() {
+			if pfx, ok := e.policy.ProtectedNet(b.Net); ok {
+				e.log.Warn("recorded network ban dropped: it overlaps the never-block list", "net", b.Net, "prefix", pfx)
+				e.ctl.Deletes = append(e.ctl.Deletes, b.Net)
+				dropped++
+				continue
+			}
+			e.nets[b.Net] = b
+			continue
+		}
 		if pfx, ok := e.policy.Protected(b.Addr); ok {
 			e.log.Warn("recorded ban dropped: address is on the never-block list", "addr", b.Addr, "prefix", pfx)
 			e.dels[b.Addr] = struct{}{}
@@ -574,7 +634,8 @@ func (e *Enforcer) load() error {
 		e.active[b.Addr] = b
 	}
 	e.nextExpiry = time.Time{}
-	e.log.Info("record loaded", "bans", len(bans)-dropped, "offenders", len(hist), "dropped", dropped)
+	e.log.Info("record loaded", "bans", len(bans)-dropped, "offenders", len(hist), "dropped", dropped,
+		"events", len(snap.Events), "allows", len(snap.Allows))
 	return nil
 }
 
@@ -827,7 +888,7 @@ func (e *Enforcer) write(ctx context.Context, full bool) error {
 	defer e.wmu.Unlock()
 	now := e.now()
 	e.mu.Lock()
-	if !full && len(e.pending) == 0 {
+	if !full && len(e.pending) == 0 && len(e.kdels) == 0 {
 		e.mu.Unlock()
 		return nil
 	}
@@ -840,15 +901,41 @@ func (e *Enforcer) write(ctx context.Context, full bool) error {
 		e.mu.Unlock()
 	}()
 	var elems []Element
+	var kdels []netip.Addr
 	if full {
-		elems = make([]Element, 0, len(e.active))
+		elems = make([]Element, 0, len(e.active)+len(e.nets))
 		for a, b := range e.active {
 			if b.Until.After(now) {
 				elems = append(elems, Element{Addr: a, Timeout: b.Until.Sub(now)})
 			}
 		}
+		for n, b := range e.nets {
+			if b.Until.After(now) {
+				elems = append(elems, Element{Addr: n.Addr(), Net: n, Timeout: b.Until.Sub(now)})
+			}
+		}
+		clear(e.kdels) // a restore writes exactly the active bans
+	} else {
+		for a := range e.kdels {
+			kdels = append(kdels, a)
+		}
 	}
 	e.mu.Unlock()
+	if len(kdels) > 0 {
+		// Lifted bans whose kernel delete failed: before any add, so that
+		// a later ban of the same address is not deleted after it.
+		if err := e.fw.Delete(ctx, kdels); err != nil {
+			e.m.fwErrors.WithLabelValues("delete").Inc()
+			e.requeue(queued)
+			e.fail(partFirewall, err)
+			return fmt.Errorf("delete %d lifted bans: %w", len(kdels), err)
+		}
+		e.mu.Lock()
+		for _, a := range kdels {
+			delete(e.kdels, a)
+		}
+		e.mu.Unlock()
+	}
 	if !full {
 		// Offend goes on meanwhile: the batch is built from the map this
 		// write took, not under mu.

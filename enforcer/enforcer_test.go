@@ -23,6 +23,8 @@ import (
 type recordingFirewall struct {
 	mu       sync.Mutex
 	elems    map[netip.Addr]time.Duration
+	nets     map[netip.Prefix]time.Duration
+	ports    []uint16
 	failAdd  int // fail this many Add calls first
 	adds     int
 	restores int
@@ -31,7 +33,7 @@ type recordingFirewall struct {
 }
 
 func newRecordingFirewall() *recordingFirewall {
-	return &recordingFirewall{elems: map[netip.Addr]time.Duration{}}
+	return &recordingFirewall{elems: map[netip.Addr]time.Duration{}, nets: map[netip.Prefix]time.Duration{}}
 }
 
 func (f *recordingFirewall) Setup(context.Context) error { return nil }
@@ -41,10 +43,19 @@ func (f *recordingFirewall) Restore(_ context.Context, es []Element) error {
 	defer f.mu.Unlock()
 	f.restores++
 	clear(f.elems)
+	clear(f.nets)
+	f.put(es)
+	return nil
+}
+
+func (f *recordingFirewall) put(es []Element) {
 	for _, e := range es {
+		if e.Net.IsValid() && !e.Net.IsSingleIP() {
+			f.nets[e.Net] = e.Timeout
+			continue
+		}
 		f.elems[e.Addr] = e.Timeout
 	}
-	return nil
 }
 func (f *recordingFirewall) Close() error { return nil }
 func (f *recordingFirewall) Add(_ context.Context, es []Element) error {
@@ -56,8 +67,14 @@ func (f *recordingFirewall) Add(_ context.Context, es []Element) error {
 		f.failAdd--
 		return errors.New("add: no buffer space available")
 	}
-	for _, e := range es {
-		f.elems[e.Addr] = e.Timeout
+	f.put(es)
+	return nil
+}
+func (f *recordingFirewall) DeleteNets(_ context.Context, ns []netip.Prefix) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, n := range ns {
+		delete(f.nets, n)
 	}
 	return nil
 }
@@ -75,6 +92,9 @@ func (f *recordingFirewall) List(context.Context) ([]Element, error) {
 	var out []Element
 	for a, d := range f.elems {
 		out = append(out, Element{Addr: a, Timeout: d})
+	}
+	for n, d := range f.nets {
+		out = append(out, Element{Addr: n.Addr(), Net: n, Timeout: d})
 	}
 	return out, nil
 }
@@ -278,4 +298,10 @@ func TestEnforcerMarksRefreshes(t *testing.T) {
 	if got := e.ActiveCount(); got != 5 {
 		t.Errorf("ActiveCount() = %d, want 5", got)
 	}
+}
+func (f *recordingFirewall) SetPorts(_ context.Context, ports []uint16) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.ports = slices.Clone(ports)
+	return nil
 }

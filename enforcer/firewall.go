@@ -17,6 +17,10 @@ type Element struct {
 	// on some kernels costs a delete and a re-add. A new element (false)
 	// costs one add. List never sets it; Restore ignores it.
 	Refresh bool
+	// Net, when valid and wider than one address, makes the element a
+	// network held in the interval sets; Addr is then ignored (List sets
+	// Addr to Net.Addr()).
+	Net netip.Prefix
 }
 
 // Errors of every Firewall.
@@ -76,6 +80,12 @@ type Firewall interface {
 	Add(ctx context.Context, elems []Element) error
 	// Delete removes addresses; an address that is not blocked is not an error.
 	Delete(ctx context.Context, addrs []netip.Addr) error
+	// DeleteNets removes networks; one that is not blocked is not an error.
+	DeleteNets(ctx context.Context, nets []netip.Prefix) error
+	// SetPorts makes the port set hold exactly ports (none: all traffic
+	// of a blocked address is dropped) in one atomic batch; later Setup,
+	// Restore and Check use the new list.
+	SetPorts(ctx context.Context, ports []uint16) error
 	// List reads the blocked elements back from the kernel; no table means
 	// no elements, not an error. It is slow on big sets: for start-up,
 	// audits and tests.

@@ -1,6 +1,8 @@
 package enforcer
 
 import (
+	"iter"
+	"slices"
 	"context"
 	"fmt"
 	"net/netip"
@@ -56,7 +58,7 @@ func (e *Enforcer) record() error {
 	defer e.rmu.Unlock()
 	now := e.now()
 	e.mu.Lock()
-	if len(e.unrecorded) == 0 && len(e.dels) == 0 {
+	if len(e.unrecorded) == 0 && len(e.dels) == 0 && e.ctl.Empty() {
 		e.mu.Unlock()
 		return nil
 	}
@@ -81,7 +83,9 @@ func (e *Enforcer) record() error {
 		dels = append(dels, netip.PrefixFrom(a, a.BitLen()))
 	}
 	clear(e.dels)
-	e.recInflight = len(batch) + len(dels)
+	ctl := e.ctl
+	e.ctl = store.Change{}
+	e.recInflight = len(batch) + len(dels) + ctlSize(&ctl)
 	more := len(e.unrecorded) > 0
 	e.mu.Unlock()
 
@@ -98,7 +102,12 @@ func (e *Enforcer) record() error {
 	}
 
 	e.commitSince.Store(time.Now().UnixNano())
-	err := e.store.Commit(store.Change{Bans: bans, History: hist, Deletes: dels})
+	c := ctl
+	c.Bans = append(c.Bans, bans...)
+	c.History = append(c.History, hist...)
+	c.Deletes = append(c.Deletes, dels...)
+	dropUncommittedEvents(&c)
+	err := e.store.Commit(c)
 	e.commitSince.Store(0)
 
 	e.mu.Lock()
@@ -116,6 +125,7 @@ func (e *Enforcer) record() error {
 				e.dels[p.Addr()] = struct{}{}
 			}
 		}
+		e.ctl = mergeChange(ctl, e.ctl)
 	}
 	e.mu.Unlock()
 	if err != nil {
@@ -130,6 +140,82 @@ func (e *Enforcer) record() error {
 	return nil
 }
 
+// ctlSize counts the entries of c for the record's lag: what enforcement
+// needs after a restart (the offence history is not counted).
+func ctlSize(c *store.Change) int {
+	return len(c.Bans) + len(c.History) + len(c.Deletes) +
+		len(c.Allows) + len(c.Disallows) + len(c.Tombstones) + len(c.DropTombstones)
+}
+
+// mergeChange puts a change that failed to commit (older) back in front
+// of what came since (newer). Where both touch the same key, newer wins:
+// the store applies deletions before puts within one commit, so an older
+// put must not survive a newer deletion or the other way round.
+func mergeChange(older, newer store.Change) store.Change {
+	netOf := func(b policy.Ban) netip.Prefix { return b.Net }
+	older.Bans = dropKeys(older.Bans, netOf, newer.Deletes)
+	older.Deletes = dropKeys(older.Deletes, self, slices.Collect(mapKeys(newer.Bans, netOf)))
+	allowNet := func(a store.Allow) netip.Prefix { return a.Net }
+	older.Allows = dropKeys(older.Allows, allowNet, newer.Disallows)
+	older.Disallows = dropKeys(older.Disallows, self, slices.Collect(mapKeys(newer.Allows, allowNet)))
+	tombNet := func(t store.Tombstone) netip.Prefix { return t.Net }
+	older.Tombstones = dropKeys(older.Tombstones, tombNet, newer.DropTombstones)
+	older.DropTombstones = dropKeys(older.DropTombstones, self, slices.Collect(mapKeys(newer.Tombstones, tombNet)))
+	return store.Change{
+		Bans: append(older.Bans, newer.Bans...), History: append(older.History, newer.History...),
+		Deletes: append(older.Deletes, newer.Deletes...), Events: append(older.Events, newer.Events...),
+		DropEvents: append(older.DropEvents, newer.DropEvents...), Allows: append(older.Allows, newer.Allows...),
+		Disallows: append(older.Disallows, newer.Disallows...), Tombstones: append(older.Tombstones, newer.Tombstones...),
+		DropTombstones: append(older.DropTombstones, newer.DropTombstones...),
+	}
+}
+
+func self(p netip.Prefix) netip.Prefix { return p }
+
+func mapKeys[T any](xs []T, key func(T) netip.Prefix) iter.Seq[netip.Prefix] {
+	return func(yield func(netip.Prefix) bool) {
+		for _, x := range xs {
+			if !yield(key(x)) {
+				return
+			}
+		}
+	}
+}
+
+// dropKeys removes the entries of xs whose key is in keys.
+func dropKeys[T any](xs []T, key func(T) netip.Prefix, keys []netip.Prefix) []T {
+	if len(keys) == 0 {
+		return xs
+	}
+	return slices.DeleteFunc(xs, func(x T) bool { return slices.Contains(keys, key(x)) })
+}
+
+// dropUncommittedEvents leaves out of c the events that were pushed out
+// of the history before they ever reached the record, and their
+// deletions.
+func dropUncommittedEvents(c *store.Change) {
+	if len(c.DropEvents) == 0 || len(c.Events) == 0 {
+		return
+	}
+	gone := make(map[uint64]struct{}, len(c.DropEvents))
+	for _, k := range c.DropEvents {
+		gone[k.Seq] = struct{}{}
+	}
+	kept := c.Events[:0]
+	for _, ev := range c.Events {
+		if _, ok := gone[ev.Seq]; ok {
+			delete(gone, ev.Seq)
+			continue
+		}
+		kept = append(kept, ev)
+	}
+	c.Events = kept
+	c.DropEvents = slices.DeleteFunc(c.DropEvents, func(k policy.EventKey) bool {
+		_, ok := gone[k.Seq]
+		return !ok
+	})
+}
+
 // unrecorded is a ban the record does not hold yet, with the offender
 // history that goes with it.
 type unrecorded struct {
@@ -140,7 +226,7 @@ type unrecorded struct {
 
 // recordLagLocked is what the record does not hold yet.
 func (e *Enforcer) recordLagLocked() int {
-	return len(e.unrecorded) + len(e.dels) + e.recInflight
+	return len(e.unrecorded) + len(e.dels) + ctlSize(&e.ctl) + e.recInflight
 }
 
 // runRecorder commits behind the kernel until ctx is done, retrying a
@@ -239,10 +325,19 @@ func (e *Enforcer) adopt(ctx context.Context) bool {
 		if el.Timeout <= 0 {
 			continue // not wormgate's: added by hand without a timeout
 		}
+		if el.Net.IsValid() && !el.Net.IsSingleIP() {
+			if e.adoptNetLocked(el, now) {
+				adopted++
+			}
+			continue
+		}
 		if _, ok := e.active[a]; ok {
 			continue
 		}
 		if _, ok := e.policy.Protected(a); ok {
+			continue
+		}
+		if e.tombstonedLocked(netip.PrefixFrom(a, a.BitLen()), now) {
 			continue
 		}
 		b := policy.Ban{Addr: a, Rule: adoptedRule, Start: now, Duration: el.Timeout, Until: now.Add(el.Timeout)}
@@ -258,4 +353,26 @@ func (e *Enforcer) adopt(ctx context.Context) bool {
 		kick(e.recKick)
 	}
 	return true
+}
+
+// adoptNetLocked takes over a network ban the record lacks.
+func (e *Enforcer) adoptNetLocked(el Element, now time.Time) bool {
+	n := el.Net.Masked()
+	if _, ok := e.nets[n]; ok || e.tombstonedLocked(n, now) {
+		return false
+	}
+	if _, ok := e.policy.ProtectedNet(n); ok {
+		return false
+	}
+	b := policy.Ban{Addr: n.Addr(), Net: n, Rule: adoptedRule, Start: now, Duration: el.Timeout, Until: now.Add(el.Timeout), Manual: true}
+	e.nets[n] = b
+	e.ctl.Bans = append(e.ctl.Bans, b)
+	return true
+}
+
+// tombstonedLocked reports whether an operator lifted the ban of n and
+// it would not have ended yet.
+func (e *Enforcer) tombstonedLocked(n netip.Prefix, now time.Time) bool {
+	until, ok := e.tombs[n]
+	return ok && until.After(now)
 }

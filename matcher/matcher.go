@@ -361,6 +361,7 @@ func (m *Matcher) evaluate(dst []Offense, ki int, msg syslog.Message, qid string
 			st := m.senders.Standing(addr)
 			first = Offense{
 				Addr: addr, Kind: kinds[ki], Host: msg.Host, QueueID: strings.Clone(qid), Time: msg.Time,
+				Text:          strings.Clone(subject[:min(len(subject), MaxOffenseText)]),
 				Authenticated: client.auth, Accepted: st.Accepted, AcceptedSince: st.Since, Established: st.Established,
 			}
 			matched = true

@@ -7,6 +7,9 @@ import (
 
 // Offense is one event that a rule matched, attributed to the client
 // that Postfix itself recorded (never to an address the sender wrote).
+// MaxOffenseText bounds Offense.Text.
+const MaxOffenseText = 240
+
 type Offense struct {
 	Addr    netip.Addr
 	Rule    string
@@ -14,6 +17,10 @@ type Offense struct {
 	Host    string
 	QueueID string
 	Time    time.Time
+	// Text is the reject text the MX host logged, at most
+	// MaxOffenseText bytes, for the offence history. The client wrote
+	// parts of it: show it, never parse it.
+	Text string
 
 	// What the same MX logs said about the client before this event, for
 	// the policy's handling of weak evidence; none of it comes from text

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/wormgate/wormgate/enforcer"
 )
 
@@ -125,6 +126,6 @@ func TestDryRunConcurrent(t *testing.T) {
 	}
 }
 
-var addrCmp = cmp.Comparer(func(a, b netip.Addr) bool { return a == b })
+var addrCmp = cmpopts.EquateComparable(netip.Addr{}, netip.Prefix{})
 
 func addr(s string) netip.Addr { return netip.MustParseAddr(s) }

@@ -150,7 +150,13 @@ type Policy struct {
 	banFor     time.Duration
 	maxBanFor  time.Duration
 	factor     float64
+	// neverBlock is the built-in list and the configured one; added are
+	// the prefixes AddNeverBlock protects (the gateway's own addresses,
+	// the syslog senders), which a reload keeps; allowed are the
+	// operator's run-time allows.
 	neverBlock []netip.Prefix
+	added      []netip.Prefix
+	allowed    []netip.Prefix
 	rules      map[string]RulePolicy
 	offenders  *simplelru.LRU[netip.Addr, *Offender]
 }
@@ -177,25 +183,71 @@ func (p *Policy) SetRules(rules map[string]RulePolicy) {
 	p.rules = rules
 }
 
+// SetConfig applies a reloaded configuration: durations, escalation,
+// the configured never-block list and the offender memory's size.
+// Offenders, the added prefixes and the allows are kept.
+func (p *Policy) SetConfig(cfg Config) {
+	p.banFor, p.maxBanFor, p.factor = cfg.BanFor, cfg.MaxBanFor, cfg.EscalationFactor
+	p.neverBlock = slices.Concat(BuiltinNeverBlock, cfg.NeverBlock)
+	p.offenders.Resize(cfg.OffenderCacheSize)
+}
+
 // AddNeverBlock protects more prefixes, such as the gateway's own
 // addresses and the syslog senders, which are only known at start-up.
 func (p *Policy) AddNeverBlock(prefixes ...netip.Prefix) {
 	for _, pfx := range prefixes {
 		if pfx.IsValid() {
-			p.neverBlock = append(p.neverBlock, pfx.Masked())
+			p.added = append(p.added, pfx.Masked())
 		}
 	}
+}
+
+// SetAllowed replaces the operator's run-time never-block entries.
+func (p *Policy) SetAllowed(prefixes []netip.Prefix) {
+	p.allowed = slices.Clone(prefixes)
 }
 
 // Protected returns the never-block prefix containing addr, if any.
 func (p *Policy) Protected(addr netip.Addr) (netip.Prefix, bool) {
 	addr = addr.Unmap()
-	for _, pfx := range p.neverBlock {
-		if pfx.Contains(addr) {
-			return pfx, true
+	for _, list := range [...][]netip.Prefix{p.neverBlock, p.added, p.allowed} {
+		for _, pfx := range list {
+			if pfx.Contains(addr) {
+				return pfx, true
+			}
 		}
 	}
 	return netip.Prefix{}, false
+}
+
+// ProtectedNet returns a never-block prefix that overlaps n, if any: a
+// network ban must not cover a protected address.
+func (p *Policy) ProtectedNet(n netip.Prefix) (netip.Prefix, bool) {
+	for _, list := range [...][]netip.Prefix{p.neverBlock, p.added, p.allowed} {
+		for _, pfx := range list {
+			if pfx.Overlaps(n) {
+				return pfx, true
+			}
+		}
+	}
+	return netip.Prefix{}, false
+}
+
+// Lift forgets the current ban of addr, as an operator's unban or allow
+// does: the ban was a mistake, so it does not count towards escalation
+// and the hits that led to it are forgotten. The next offenses count
+// from zero as usual. It returns the offender's new durable part.
+func (p *Policy) Lift(addr netip.Addr) (History, bool) {
+	o, ok := p.offenders.Peek(addr.Unmap())
+	if !ok {
+		return History{}, false
+	}
+	if !o.BannedUntil.IsZero() {
+		o.Bans = max(o.Bans-1, 0)
+	}
+	o.BannedUntil = time.Time{}
+	o.recent = nil
+	return o.history(), true
 }
 
 // Offender returns a copy of what is remembered about addr.
