@@ -275,10 +275,23 @@ func New(cfg Config, rules map[string]policy.RulePolicy, fw Firewall, log *slog.
 // AddNeverBlock protects more prefixes (the gateway's own addresses, the
 // syslog senders). Call it before Run: bans in the record that it
 // protects are dropped at start-up.
+// Bans they cover are lifted (a syslog sender learned late, say): out of
+// the kernel by the writer, out of the record by the recorder.
 func (e *Enforcer) AddNeverBlock(prefixes ...netip.Prefix) {
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	e.policy.AddNeverBlock(prefixes...)
+	hosts, nets := e.liftProtectedLocked()
+	e.mu.Unlock()
+	if len(hosts)+len(nets) == 0 {
+		return
+	}
+	if len(nets) > 0 {
+		e.needRestore.Store(true)
+	}
+	kick(e.kick)
+	for _, n := range liftedPrefixes(hosts, nets) {
+		e.log.Warn("ban lifted: the address is now on the never-block list", "net", n)
+	}
 }
 
 // SetRules swaps the rule policies (config reload); history is kept.
@@ -456,6 +469,11 @@ func (e *Enforcer) Bans() []policy.Ban {
 	e.mu.Lock()
 	bans := make([]policy.Ban, 0, len(e.active))
 	for _, b := range e.active {
+		if b.Until.After(now) {
+			bans = append(bans, b)
+		}
+	}
+	for _, b := range e.nets {
 		if b.Until.After(now) {
 			bans = append(bans, b)
 		}

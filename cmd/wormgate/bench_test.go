@@ -241,14 +241,6 @@ func BenchmarkBulkToKernel(b *testing.B) {
 	}
 }
 
-type statusReply struct {
-	BansActive int `json:"bans_active"`
-	Enforcer   struct {
-		Pending   int `json:"pending"`
-		RecordLag int `json:"record_lag"`
-	} `json:"enforcer"`
-}
-
 // status reads /api/v1/status.
 func (d *daemon) status(t testing.TB) statusReply {
 	t.Helper()

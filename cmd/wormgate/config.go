@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 
 	"github.com/wormgate/wormgate/cmd/wormgate/internal/yamlconf"
 	"github.com/wormgate/wormgate/enforcer"
@@ -32,6 +33,7 @@ type Config struct {
 	Matcher  matcher.Config  `yaml:"matcher"`
 	Enforcer enforcer.Config `yaml:"enforcer"`
 	HTTP     HTTPConfig      `yaml:"http"`
+	Control  ControlConfig   `yaml:"control"`
 	Log      LogConfig       `yaml:"log"`
 }
 
@@ -39,6 +41,20 @@ type Config struct {
 type HTTPConfig struct {
 	// Listen is host:port; empty disables the status server.
 	Listen string `yaml:"listen"`
+	// WriteTokenFile names a file holding a bearer token; when set, the
+	// control API's write endpoints are served here too, token required.
+	// Empty keeps the status server read-only.
+	WriteTokenFile string `yaml:"write_token_file"`
+}
+
+// ControlConfig configures the local control socket that `wormgate ban`,
+// `unban`, `allow`, `why`, `reload` and the others talk to.
+type ControlConfig struct {
+	// Socket is the unix socket's path; empty disables it.
+	Socket string `yaml:"socket"`
+	// Group is the group that may use the socket (mode 0660); empty or a
+	// group that does not exist keeps the daemon's own group.
+	Group string `yaml:"group"`
 }
 
 // LogConfig configures the daemon's log on standard error.
@@ -53,6 +69,7 @@ func defaultConfig() Config {
 		Matcher:  matcher.DefaultConfig(),
 		Enforcer: enforcer.DefaultConfig(),
 		HTTP:     HTTPConfig{Listen: "127.0.0.1:9514"},
+		Control:  ControlConfig{Socket: defaultSocket, Group: "wormgate"},
 		Log:      LogConfig{Level: slog.LevelInfo, Format: "text"},
 	}
 }
@@ -92,6 +109,12 @@ func (c Config) Validate() error {
 		if err := receiver.CheckListen(c.HTTP.Listen); err != nil {
 			errs = append(errs, &configerr.FieldError{Path: "http.listen", Err: err})
 		}
+	}
+	if c.HTTP.WriteTokenFile != "" && !filepath.IsAbs(c.HTTP.WriteTokenFile) {
+		errs = append(errs, configerr.New("http.write_token_file", configerr.ErrInvalid, "%q is not an absolute path", c.HTTP.WriteTokenFile))
+	}
+	if c.Control.Socket != "" && !filepath.IsAbs(c.Control.Socket) {
+		errs = append(errs, configerr.New("control.socket", configerr.ErrInvalid, "%q is not an absolute path", c.Control.Socket))
 	}
 	switch c.Log.Format {
 	case "text", "json":

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/wormgate/wormgate/cmd/wormgate/internal/yamlconf"
 	"github.com/wormgate/wormgate/enforcer"
@@ -293,11 +295,17 @@ func TestReloadUsesTheLoader(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := &app{log: log, matcher: m, enf: enf}
+	reg := prometheus.NewRegistry()
+	a := &app{log: log, matcher: m, enf: enf, reloadM: newReloadMetrics(reg)}
 	a.cfg.Store(&cfg)
 
 	a.path = filepath.Join("testdata", "invalid-several.yaml")
-	a.reload()
+	if res := a.reload(t.Context(), "test"); res.OK || !strings.Contains(res.Error, "log.format") {
+		t.Errorf("reload of an invalid file = %+v, want failed naming log.format", res)
+	}
+	if got := testutil.ToFloat64(a.reloadM.ok); got != 0 {
+		t.Errorf("wormgate_config_last_reload_successful = %v after a failed reload, want 0", got)
+	}
 	if a.cfg.Load() != &cfg {
 		t.Fatal("a failed reload changed the config")
 	}
@@ -307,8 +315,18 @@ func TestReloadUsesTheLoader(t *testing.T) {
 		}
 	}
 
-	a.path = writeConfig(t, "matcher:\n  rules:\n    - name: only\n      pattern: x\n")
-	a.reload()
+	a.path = writeConfig(t, "matcher:\n  rules:\n    - name: only\n      pattern: x\nreceiver:\n  udp_listen: [\"127.0.0.1:5514\"]\nenforcer:\n  ban_for: 2h\n")
+	res := a.reload(t.Context(), "test")
+	if !res.OK || !slices.Contains(res.Applied, "matcher.rules") || !slices.Contains(res.Applied, "enforcer.ban_for") ||
+		!slices.Equal(res.NeedsRestart, []string{"receiver.udp_listen"}) {
+		t.Errorf("reload = %+v, want matcher.rules and enforcer.ban_for applied, receiver.udp_listen needing a restart", res)
+	}
+	if got := testutil.ToFloat64(a.reloadM.ok); got != 1 {
+		t.Errorf("wormgate_config_last_reload_successful = %v after a good reload, want 1", got)
+	}
+	if got := a.cfg.Load().Receiver.UDPListen; !slices.Equal(got, cfg.Receiver.UDPListen) {
+		t.Errorf("running config shows udp_listen %v, want the old %v until a restart", got, cfg.Receiver.UDPListen)
+	}
 	if a.cfg.Load() == &cfg {
 		t.Fatal("a good reload did not swap the config")
 	}

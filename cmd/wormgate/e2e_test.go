@@ -63,6 +63,8 @@ func TestMain(m *testing.M) {
 
 // daemon is a `wormgate serve` process running in a namespace.
 type daemon struct {
+	// socket is the daemon's control socket, one per daemon.
+	socket string
 	ns     *nftest.NS
 	cmd    *exec.Cmd
 	log    *bytes.Buffer
@@ -86,7 +88,9 @@ func startDaemon(t testing.TB, ns *nftest.NS, args ...string) *daemon {
 	t.Helper()
 	bin := wormgateBinary(t)
 	d := &daemon{ns: ns, log: &bytes.Buffer{}, logMu: &sync.Mutex{}, done: make(chan struct{})}
+	d.socket = shortSocket(t)
 	d.cmd = ns.Command(context.Background(), bin, append([]string{"serve"}, args...)...)
+	d.cmd.Env = append(os.Environ(), socketEnv+"="+d.socket)
 	d.cmd.Stdout = lockedWriter{d.logMu, d.log}
 	d.cmd.Stderr = lockedWriter{d.logMu, d.log}
 	if err := d.cmd.Start(); err != nil {
@@ -126,6 +130,18 @@ func startDaemon(t testing.TB, ns *nftest.NS, args ...string) *daemon {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// shortSocket is a socket path for a test: unix socket paths are limited
+// to 107 bytes, which t.TempDir's long names can exceed.
+func shortSocket(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "wg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return filepath.Join(dir, "control.sock")
 }
 
 // stateDirConfig is a config file that changes only enforcer.state_dir,

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -25,15 +26,21 @@ type status struct {
 	rcv      *receiver.Receiver
 	reg      *prometheus.Registry
 	firewall string
+	// httpAddr is the status server's bound address ("" when off).
+	httpAddr string
+	// senders reports what each syslog sender sent; lastReload is the
+	// last reload's result (nil before the first).
+	senders    func() map[string]senderStat
+	lastReload *atomic.Pointer[reloadResult]
 }
 
-func (s *status) handler() http.Handler {
-	mux := http.NewServeMux()
+// routes registers the read side on mux: the status server and the
+// control socket both serve it.
+func (s *status) routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
 	mux.HandleFunc("GET /api/v1/status", s.apiStatus)
 	mux.HandleFunc("GET /api/v1/bans", s.apiBans)
-	return mux
 }
 
 func (s *status) healthz(w http.ResponseWriter, r *http.Request) {
@@ -54,24 +61,36 @@ func (s *status) healthz(w http.ResponseWriter, r *http.Request) {
 // banJSON is a ban as the API shows it.
 type banJSON struct {
 	Addr             string    `json:"addr"`
+	Net              string    `json:"net,omitempty"`
 	Rule             string    `json:"rule"`
 	Hits             int       `json:"hits"`
+	Hosts            []string  `json:"hosts,omitempty"`
 	Start            time.Time `json:"start"`
 	Until            time.Time `json:"until"`
 	RemainingSeconds float64   `json:"remaining_seconds"`
+	Manual           bool      `json:"manual,omitempty"`
+	Reason           string    `json:"reason,omitempty"`
 }
 
 func (s *status) apiBans(w http.ResponseWriter, r *http.Request) {
 	now := time.Now()
+	rule, host := r.URL.Query().Get("rule"), r.URL.Query().Get("host")
 	bans := s.enf.Bans()
 	out := make([]banJSON, 0, len(bans))
 	for _, b := range bans {
-		out = append(out, banJSON{
-			Addr: b.Addr.String(), Rule: b.Rule, Hits: b.Hits,
+		if (rule != "" && b.Rule != rule) || (host != "" && !slices.Contains(b.Hosts, host)) {
+			continue
+		}
+		j := banJSON{
+			Addr: b.Addr.String(), Rule: b.Rule, Hits: b.Hits, Hosts: b.Hosts, Manual: b.Manual, Reason: b.Reason,
 			Start: b.Start.UTC(), Until: b.Until.UTC(), RemainingSeconds: b.Until.Sub(now).Seconds(),
-		})
+		}
+		if b.Net.IsValid() {
+			j.Net = b.Net.String()
+		}
+		out = append(out, j)
 	}
-	writeJSON(w, out)
+	writeJSON(w, map[string]any{"bans": out, "next_cursor": ""})
 }
 
 func (s *status) apiStatus(w http.ResponseWriter, r *http.Request) {
@@ -92,6 +111,7 @@ func (s *status) apiStatus(w http.ResponseWriter, r *http.Request) {
 		"started":        s.started.UTC(),
 		"uptime_seconds": time.Since(s.started).Seconds(),
 		"firewall":       s.firewall,
+		"http":           s.httpAddr,
 		"firewall_ready": s.enf.Ready(),
 		"enforcer":       s.enf.Status(),
 		"table":          cfg.Enforcer.NFTables.Table,
@@ -101,6 +121,8 @@ func (s *status) apiStatus(w http.ResponseWriter, r *http.Request) {
 		},
 		"rules":       rules,
 		"bans_active": s.enf.ActiveCount(),
+		"senders":     s.senders(),
+		"last_reload": s.lastReload.Load(),
 		"counters":    s.counters(),
 	})
 }

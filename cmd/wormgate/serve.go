@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -55,6 +56,7 @@ func cmdServe(ctx context.Context, args []string, s streams) error {
 	if err != nil {
 		return err
 	}
+	applyEnv(&cfg)
 	log := newLogger(cfg.Log, s.stderr)
 
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
@@ -86,6 +88,13 @@ type app struct {
 	httpLn  net.Listener
 	status  *status
 	closers []func() error
+
+	control   *control
+	controlLn net.Listener
+	// rmu serialises reloads (SIGHUP and the control API).
+	rmu        sync.Mutex
+	lastReload atomic.Pointer[reloadResult]
+	reloadM    reloadMetrics
 }
 
 // serve opens every component and runs them until ctx is done.
@@ -94,7 +103,7 @@ func serve(ctx context.Context, cfg Config, path string, log *slog.Logger) error
 	a.cfg.Store(&cfg)
 	defer a.close()
 	for _, step := range []func(Config) error{
-		a.openFirewall, a.openRecord, a.newMatcher, a.newEnforcer, a.openReceiver, a.openHTTP,
+		a.openFirewall, a.openRecord, a.newMatcher, a.newEnforcer, a.openReceiver, a.openHTTP, a.openControl,
 	} {
 		if err := step(cfg); err != nil {
 			return err
@@ -191,7 +200,7 @@ func (a *app) newEnforcer(cfg Config) error {
 	enf.AddNeverBlock(ownPrefixes(a.log)...)
 	enf.AddNeverBlock(singleHosts(cfg.Receiver.AllowedSenders)...)
 	a.enf = enf
-	a.guard = &senderGuard{enf: enf, seen: make(map[netip.Addr]struct{}), log: a.log}
+	a.guard = &senderGuard{enf: enf, seen: make(map[netip.Addr]*senderStat), log: a.log}
 	return nil
 }
 
@@ -213,7 +222,7 @@ func (a *app) openReceiver(cfg Config) error {
 func (a *app) openHTTP(cfg Config) error {
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.status = &status{
-		started: time.Now(), cfg: &a.cfg, enf: a.enf, rcv: a.rcv, reg: a.reg,
+		started: time.Now(), cfg: &a.cfg, enf: a.enf, rcv: a.rcv, reg: a.reg, senders: a.guard.senders, lastReload: &a.lastReload,
 		firewall: map[bool]string{true: "dry-run", false: "nftables"}[cfg.Enforcer.DryRun],
 	}
 	if cfg.HTTP.Listen == "" {
@@ -224,6 +233,27 @@ func (a *app) openHTTP(cfg Config) error {
 		return fmt.Errorf("http: %w", err)
 	}
 	a.httpLn = ln
+	a.status.httpAddr = ln.Addr().String()
+	return nil
+}
+
+// openControl binds the control socket and loads the HTTP write token.
+func (a *app) openControl(cfg Config) error {
+	a.reloadM = newReloadMetrics(a.reg)
+	a.control = newControl(a)
+	tok, err := loadToken(cfg.HTTP.WriteTokenFile)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errConfig, err)
+	}
+	a.control.token.Store(&tok)
+	if cfg.Control.Socket == "" {
+		return nil
+	}
+	ln, err := listenControl(cfg.Control, a.log)
+	if err != nil {
+		return err
+	}
+	a.controlLn = ln // its Close, at the server's shutdown, removes the file
 	return nil
 }
 
@@ -247,7 +277,10 @@ func (a *app) run(ctx context.Context) error {
 		return nil
 	})
 	if a.httpLn != nil {
-		a.runHTTP(gctx, g)
+		a.runHTTP(gctx, g, a.httpLn, a.httpServer())
+	}
+	if a.controlLn != nil {
+		a.runHTTP(gctx, g, a.controlLn, a.control.server())
 	}
 	g.Go(func() error { return a.reloadOnHUP(gctx) })
 	cfg := a.cfg.Load()
@@ -263,7 +296,7 @@ func (a *app) run(ctx context.Context) error {
 func (a *app) pipeline() {
 	var offs []matcher.Offense
 	for msg := range a.msgs {
-		a.guard.observe(msg.Peer)
+		a.guard.observe(msg.Peer, time.Now())
 		offs = a.matcher.Match(offs[:0], msg)
 		for _, o := range offs {
 			a.enf.Offend(o)
@@ -271,11 +304,20 @@ func (a *app) pipeline() {
 	}
 }
 
-func (a *app) runHTTP(ctx context.Context, g *errgroup.Group) {
-	srv := &http.Server{Handler: a.status.handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}
+// httpServer is the status server: read-only, plus the control API's
+// writes behind the bearer token when http.write_token_file is set.
+func (a *app) httpServer() *http.Server {
+	mux := http.NewServeMux()
+	a.status.routes(mux)
+	a.control.readRoutes(mux)
+	a.control.routes(mux, "token", a.control.requireToken)
+	return &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}
+}
+
+func (a *app) runHTTP(ctx context.Context, g *errgroup.Group, ln net.Listener, srv *http.Server) {
 	g.Go(func() error {
-		if err := srv.Serve(a.httpLn); !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("http: %w", err)
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("http %v: %w", ln.Addr(), err)
 		}
 		return nil
 	})
@@ -296,7 +338,7 @@ func (a *app) reloadOnHUP(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-hup:
-			a.reload()
+			a.reload(ctx, "SIGHUP")
 		}
 	}
 }
@@ -370,45 +412,51 @@ const maxSenders = 1024
 // which may hold clients that deserve a ban). Only the pipeline
 // goroutine calls it.
 type senderGuard struct {
-	enf  *enforcer.Enforcer
-	seen map[netip.Addr]struct{}
-	log  *slog.Logger
+	enf *enforcer.Enforcer
+	log *slog.Logger
+	mu  sync.Mutex
+	// seen are the senders and what they sent, for the never-block list
+	// and `wormgate status`.
+	seen map[netip.Addr]*senderStat
 }
 
-func (g *senderGuard) observe(peer netip.Addr) {
+// senderStat is what one syslog sender sent.
+type senderStat struct {
+	First    time.Time `json:"first_message"`
+	Last     time.Time `json:"last_message"`
+	Messages uint64    `json:"messages"`
+}
+
+func (g *senderGuard) observe(peer netip.Addr, now time.Time) {
 	if !peer.IsValid() {
 		return
 	}
-	if _, ok := g.seen[peer]; ok || len(g.seen) >= maxSenders {
-		return
+	g.mu.Lock()
+	st, ok := g.seen[peer]
+	if !ok {
+		if len(g.seen) >= maxSenders {
+			g.mu.Unlock()
+			return
+		}
+		st = &senderStat{First: now}
+		g.seen[peer] = st
 	}
-	g.seen[peer] = struct{}{}
-	g.enf.AddNeverBlock(netip.PrefixFrom(peer, peer.BitLen()))
-	g.log.Info("syslog sender added to the never-block list", "addr", peer)
+	st.Last = now
+	st.Messages++
+	g.mu.Unlock()
+	if !ok {
+		g.enf.AddNeverBlock(netip.PrefixFrom(peer, peer.BitLen()))
+		g.log.Info("syslog sender added to the never-block list", "addr", peer)
+	}
 }
 
-// reload swaps in the rules of a new, valid config; on any error the old
-// config stays. Listener and firewall settings need a restart.
-func (a *app) reload() {
-	if a.path == "" {
-		a.log.Info("SIGHUP ignored: running on the embedded default config")
-		return
+// senders returns a copy of what each sender sent.
+func (g *senderGuard) senders() map[string]senderStat {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make(map[string]senderStat, len(g.seen))
+	for a, st := range g.seen {
+		out[a.String()] = *st
 	}
-	cfg, err := loadConfig(a.path)
-	if err != nil {
-		a.log.Error("reload failed; keeping the old config", "err", err)
-		return
-	}
-	if err := a.matcher.SetRules(cfg.Matcher.Rules); err != nil {
-		a.log.Error("reload failed; keeping the old config", "err", err)
-		return
-	}
-	a.enf.SetRules(rulePolicies(cfg.Matcher))
-	if a.rcv != nil {
-		if err := a.rcv.ReloadTLS(); err != nil {
-			a.log.Error("reload: TLS files not reloaded; keeping the old ones", "err", err)
-		}
-	}
-	a.cfg.Store(&cfg)
-	a.log.Info("config reloaded", "path", a.path, "rules", len(cfg.Matcher.Rules))
+	return out
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/wormgate/wormgate/enforcer/dryrun"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,10 +24,24 @@ func TestSenderGuardProtectsSyslogPeers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := &senderGuard{enf: enf, seen: map[netip.Addr]struct{}{}, log: log}
+	g := &senderGuard{enf: enf, seen: map[netip.Addr]*senderStat{}, log: log}
 	mx := netip.MustParseAddr("198.51.100.25")
-	g.observe(mx)
-	g.observe(netip.Addr{}) // file input has no peer
+	// Banned before it was known as a sender (another MX logged it as a
+	// client): learning it lifts the ban.
+	if v := enf.Offend(matcher.Offense{Addr: mx, Rule: "worm-signature", Host: "mx1", Time: time.Now()}).Verdict; v != policy.VerdictBan {
+		t.Fatalf("offense by a host not yet known as a sender: %v, want ban", v)
+	}
+	t0 := time.Now()
+	g.observe(mx, t0)
+	g.observe(mx, t0.Add(time.Second))
+	g.observe(netip.Addr{}, t0) // file input has no peer
+	if w := enf.Why(mx); w.Ban != nil {
+		t.Errorf("the sender's ban was not lifted when it was learned: %+v", w.Ban)
+	}
+	want := map[string]senderStat{mx.String(): {First: t0, Last: t0.Add(time.Second), Messages: 2}}
+	if diff := cmp.Diff(want, g.senders()); diff != "" {
+		t.Errorf("senders (-want +got):\n%s", diff)
+	}
 
 	offend := func(a netip.Addr) policy.Verdict {
 		return enf.Offend(matcher.Offense{Addr: a, Rule: "worm-signature", Host: "mx1", Time: time.Now()}).Verdict
