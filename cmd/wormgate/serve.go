@@ -250,6 +250,8 @@ func (a *app) run(ctx context.Context) error {
 		a.runHTTP(gctx, g)
 	}
 	g.Go(func() error { return a.reloadOnHUP(gctx) })
+	// Every listener is bound (the steps before run): READY=1 waits for the firewall only.
+	g.Go(func() error { notifyLifecycle(gctx, a.log, a.enf.Ready); return nil })
 	cfg := a.cfg.Load()
 	a.log.Info("wormgate started", "version", buildVersion(), "firewall", a.status.firewall,
 		"udp", a.rcv.UDPAddrs(), "tcp", a.rcv.TCPAddrs(), "tls", a.rcv.TLSAddrs(), "http", cfg.HTTP.Listen, "rules", len(cfg.Matcher.Rules))
@@ -390,6 +392,7 @@ func (g *senderGuard) observe(peer netip.Addr) {
 // reload swaps in the rules of a new, valid config; on any error the old
 // config stays. Listener and firewall settings need a restart.
 func (a *app) reload() {
+	defer notifyReload(a.log, a.enf.Ready)()
 	if a.path == "" {
 		a.log.Info("SIGHUP ignored: running on the embedded default config")
 		return
