@@ -87,6 +87,7 @@ func newReloadMetrics(reg prometheus.Registerer) reloadMetrics {
 func (a *app) reload(ctx context.Context, by string) reloadResult {
 	a.rmu.Lock()
 	defer a.rmu.Unlock()
+	defer notifyReload(a.log, a.enf.Ready)()
 	res := reloadResult{Time: time.Now().UTC(), By: by}
 	defer func() {
 		a.lastReload.Store(&res)

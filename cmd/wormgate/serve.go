@@ -283,6 +283,8 @@ func (a *app) run(ctx context.Context) error {
 		a.runHTTP(gctx, g, a.controlLn, a.control.server())
 	}
 	g.Go(func() error { return a.reloadOnHUP(gctx) })
+	// Every listener is bound (the steps before run): READY=1 waits for the firewall only.
+	g.Go(func() error { notifyLifecycle(gctx, a.log, a.enf.Ready); return nil })
 	cfg := a.cfg.Load()
 	a.log.Info("wormgate started", "version", buildVersion(), "firewall", a.status.firewall,
 		"udp", a.rcv.UDPAddrs(), "tcp", a.rcv.TCPAddrs(), "tls", a.rcv.TLSAddrs(), "http", cfg.HTTP.Listen, "rules", len(cfg.Matcher.Rules))
