@@ -28,8 +28,15 @@ type controlDaemon struct {
 // httpExtra are more lines of the http section.
 func startControlDaemon(t *testing.T, httpExtra string) *controlDaemon {
 	t.Helper()
+	return startControlDaemonWith(t, httpExtra, "")
+}
+
+// startControlDaemonWith takes more lines of the http section and more
+// sections.
+func startControlDaemonWith(t *testing.T, httpExtra, sections string) *controlDaemon {
+	t.Helper()
 	sock := shortSocket(t)
-	body := "receiver:\n  udp_listen: [\"127.0.0.1:0\"]\n  tcp_listen: [\"127.0.0.1:0\"]\nenforcer:\n  dry_run: true\nhttp:\n  listen: 127.0.0.1:0\n" + httpExtra
+	body := "receiver:\n  udp_listen: [\"127.0.0.1:0\"]\n  tcp_listen: [\"127.0.0.1:0\"]\nenforcer:\n  dry_run: true\nhttp:\n  listen: 127.0.0.1:0\n" + httpExtra + sections
 	path := writeConfig(t, body)
 	cfg, err := loadConfig(path)
 	if err != nil {
