@@ -89,7 +89,9 @@ wormgate_start() {
 	load "$1"
 	alive "$(cat "$dir/gw/wormgate.pid" 2>/dev/null)" wormgate && die "wormgate already running"
 	# ip netns exec execs wormgate: $! is wormgate's PID.
-	ip netns exec "$NS_GW" "$WORMGATE_BIN" serve --config "$dir/gw/wormgate.yaml" >>"$dir/gw/wormgate.log" 2>&1 &
+	# The control socket (wormgate ban/unban/why) in the lab's directory,
+	# not the host's /run/wormgate.
+	WORMGATE_SOCKET=$dir/gw/control.sock ip netns exec "$NS_GW" "$WORMGATE_BIN" serve --config "$dir/gw/wormgate.yaml" >>"$dir/gw/wormgate.log" 2>&1 &
 	local pid=$!
 	echo $pid >"$dir/gw/wormgate.pid"
 	local i

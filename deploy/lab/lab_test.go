@@ -2,6 +2,7 @@ package lab
 
 import (
 	"bufio"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -34,7 +35,50 @@ const (
 // lab is one running lab.sh instance.
 type lab struct {
 	dir string
+	bin string            // the wormgate binary
 	ns  map[string]string // worm, clean, gw, mx -> namespace name
+}
+
+// socket is the gateway's control socket (lab.sh sets WORMGATE_SOCKET).
+func (l *lab) socket() string { return filepath.Join(l.dir, "gw", "control.sock") }
+
+type whyEvent struct {
+	Host    string `json:"host"`
+	QueueID string `json:"queue_id"`
+	Kind    string `json:"kind"`
+	Rule    string `json:"rule"`
+	Text    string `json:"text"`
+	Verdict string `json:"verdict"`
+}
+
+// why runs `wormgate why ADDR --json` against the gateway.
+func (l *lab) why(t *testing.T, addr string) struct{ Events []whyEvent } {
+	t.Helper()
+	out, err := exec.Command(l.bin, "why", addr, "--json", "--socket", l.socket()).Output()
+	if err != nil {
+		t.Fatalf("wormgate why %s: %v\n%s", addr, err, out)
+	}
+	var w struct{ Events []whyEvent }
+	if err := json.Unmarshal(out, &w); err != nil {
+		t.Fatalf("wormgate why %s: %v\n%s", addr, err, out)
+	}
+	return w
+}
+
+// logLine returns the first line of file holding every sub.
+func (l *lab) logLine(t *testing.T, file string, subs ...string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(l.dir, file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(b)) {
+		if containsAll(line, subs) {
+			return strings.TrimSpace(line)
+		}
+	}
+	t.Fatalf("no line with %q in %s", subs, file)
+	return ""
 }
 
 func buildWormgate(t *testing.T, dir string) string {
@@ -61,7 +105,7 @@ func startLab(t *testing.T) *lab {
 		t.Fatal(err)
 	}
 	bin := buildWormgate(t, base)
-	l := &lab{dir: filepath.Join(base, "lab"), ns: map[string]string{}}
+	l := &lab{dir: filepath.Join(base, "lab"), bin: bin, ns: map[string]string{}}
 	cmd := exec.Command("./lab.sh", "up", l.dir)
 	cmd.Env = append(os.Environ(), "WORMGATE="+bin)
 	out, err := cmd.CombinedOutput()
@@ -423,6 +467,25 @@ func TestOutbreak(t *testing.T) {
 	t.Run("worm blocked within 1s ipv6", func(t *testing.T) {
 		d := l.outbreak(t, "2001:db8:66::66", mx6)
 		t.Logf("seconds-to-block ipv6: %.3f", d.Seconds())
+	})
+	t.Run("why names the MX, queue ID, rule and reject text", func(t *testing.T) {
+		// The reject Postfix logged for the worm, as the MX host forwarded it.
+		line := l.logLine(t, "mx/all.log", "postfix/cleanup", "reject:", "from unknown[203.0.113.66]")
+		fields := strings.Fields(line)
+		qid := strings.TrimSuffix(fields[slices.IndexFunc(fields, func(f string) bool { return strings.HasPrefix(f, "postfix/cleanup[") })+1], ":")
+		w := l.why(t, "203.0.113.66")
+		i := slices.IndexFunc(w.Events, func(e whyEvent) bool { return e.QueueID == qid })
+		if i < 0 {
+			t.Fatalf("why 203.0.113.66 lists no event with queue ID %s (from %q): %+v", qid, line, w.Events)
+		}
+		ev := w.Events[i]
+		if ev.Host != fields[1] || ev.Rule == "" || ev.Verdict != "ban" || !strings.Contains(line, ev.Text) || !strings.Contains(ev.Text, "5.7.1") {
+			t.Errorf("why event %+v, want host %s, a rule, verdict ban and the reject text of %q", ev, fields[1], line)
+		}
+		out, err := exec.Command(l.bin, "why", "203.0.113.66", "--socket", l.socket()).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), qid) || !strings.Contains(string(out), "203.0.113.66 is banned until") {
+			t.Errorf("wormgate why: %v\n%s", err, out)
+		}
 	})
 	t.Run("kernel drops are counted in /metrics", func(t *testing.T) {
 		// The worms' SYNs above were dropped by wormgate's chain; the rule
