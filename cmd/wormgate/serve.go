@@ -84,6 +84,7 @@ type app struct {
 	msgs    chan syslog.Message
 	rcv     *receiver.Receiver
 	httpLn  net.Listener
+	httpSrv *http.Server
 	status  *status
 	closers []func() error
 }
@@ -224,7 +225,7 @@ func (a *app) openHTTP(cfg Config) error {
 		return fmt.Errorf("http: %w", err)
 	}
 	a.httpLn = ln
-	return nil
+	return a.newHTTPServer()
 }
 
 // run runs every component in one errgroup until ctx is done. The
@@ -272,7 +273,7 @@ func (a *app) pipeline() {
 }
 
 func (a *app) runHTTP(ctx context.Context, g *errgroup.Group) {
-	srv := &http.Server{Handler: a.status.handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}
+	srv := a.httpSrv
 	g.Go(func() error {
 		if err := srv.Serve(a.httpLn); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("http: %w", err)
