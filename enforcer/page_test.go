@@ -254,9 +254,9 @@ func TestBansPageConcurrent(t *testing.T) {
 	}
 }
 
-// BenchmarkBansPage pages through 200,000 bans. chunk-µs is the scan's
-// longest possible hold of the enforcer lock, estimated as the time per
-// op over the number of chunks: it is what Offend can wait for.
+// BenchmarkBansPage pages through 200,000 bans. chunk-µs is the time per
+// op over the number of chunks: about how long the scan holds the
+// enforcer lock at a time, which is what an Offend can wait for.
 func BenchmarkBansPage(b *testing.B) {
 	const n = 200_000
 	e := pageEnforcer(b)
