@@ -86,6 +86,8 @@ type app struct {
 	msgs    chan syslog.Message
 	rcv     *receiver.Receiver
 	httpLn  net.Listener
+	// httpRejected counts the status server's 503s (too many at once).
+	httpRejected prometheus.Counter
 	status  *status
 	closers []func() error
 
@@ -234,6 +236,11 @@ func (a *app) openHTTP(cfg Config) error {
 	}
 	a.httpLn = ln
 	a.status.httpAddr = ln.Addr().String()
+	a.httpRejected = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "wormgate_http_requests_rejected_total",
+		Help: "HTTP requests answered 503 because the status server was serving its maximum of requests at once.",
+	})
+	a.reg.MustRegister(a.httpRejected)
 	return nil
 }
 
@@ -306,14 +313,15 @@ func (a *app) pipeline() {
 	}
 }
 
-// httpServer is the status server: read-only, plus the control API's
-// writes behind the bearer token when http.write_token_file is set.
+// httpServer is the status server, within defaultHTTPLimits: read-only,
+// plus the control API's writes behind the bearer token when
+// http.write_token_file is set.
 func (a *app) httpServer() *http.Server {
 	mux := http.NewServeMux()
 	a.status.routes(mux)
 	a.control.readRoutes(mux)
 	a.control.routes(mux, "token", a.control.requireToken)
-	return &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}
+	return httpServer(mux, defaultHTTPLimits, a.httpRejected, a.log)
 }
 
 func (a *app) runHTTP(ctx context.Context, g *errgroup.Group, ln net.Listener, srv *http.Server) {
