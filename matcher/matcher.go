@@ -360,8 +360,10 @@ func (m *Matcher) evaluate(dst []Offense, ki int, msg syslog.Message, qid string
 			// Offenses outlive msg; do not pin the whole line for the ID.
 			st := m.senders.Standing(addr)
 			first = Offense{
-				Addr: addr, Kind: kinds[ki], Host: msg.Host, QueueID: strings.Clone(qid), Time: msg.Time,
-				Text:          strings.Clone(subject[:min(len(subject), MaxOffenseText)]),
+				// Host is interned: a substring of the line would keep the
+				// whole line alive as long as the offender is remembered.
+				Addr: addr, Kind: kinds[ki], Host: m.internString(msg.Host), QueueID: strings.Clone(qid), Time: msg.Time,
+				Text:          m.offenseText(ki, subject),
 				Authenticated: client.auth, Accepted: st.Accepted, AcceptedSince: st.Since, Established: st.Established,
 			}
 			matched = true
@@ -444,6 +446,16 @@ func (m *Matcher) internString(s string) string {
 	v := strings.Clone(s)
 	m.intern[v] = v
 	return v
+}
+
+// offenseText is the bounded text of an offense; an administrator's text
+// (a header_checks reply, repeated through an outbreak) is shared.
+func (m *Matcher) offenseText(ki int, subject string) string {
+	t := subject[:min(len(subject), MaxOffenseText)]
+	if kinds[ki].adminText() {
+		return m.internString(t)
+	}
+	return strings.Clone(t)
 }
 
 // maxTexts bounds the administrator's texts remembered by textCache; past

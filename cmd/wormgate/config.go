@@ -34,7 +34,17 @@ type Config struct {
 	Enforcer enforcer.Config `yaml:"enforcer"`
 	HTTP     HTTPConfig      `yaml:"http"`
 	Control  ControlConfig   `yaml:"control"`
+	Process  ProcessConfig   `yaml:"process"`
 	Log      LogConfig       `yaml:"log"`
+}
+
+// ProcessConfig bounds the daemon's own resources.
+type ProcessConfig struct {
+	// MemoryLimitMiB is the Go runtime's soft memory limit: near it the
+	// garbage collector works harder and returns memory to the kernel
+	// sooner, so a burst does not leave the process at its peak size.
+	// 0 keeps Go's default (none, or $GOMEMLIMIT).
+	MemoryLimitMiB int `yaml:"memory_limit_mib"`
 }
 
 // HTTPConfig configures the status server.
@@ -115,6 +125,11 @@ func (c Config) Validate() error {
 	}
 	if c.Control.Socket != "" && !filepath.IsAbs(c.Control.Socket) {
 		errs = append(errs, configerr.New("control.socket", configerr.ErrInvalid, "%q is not an absolute path", c.Control.Socket))
+	}
+	if c.Process.MemoryLimitMiB < 0 || c.Process.MemoryLimitMiB > 1<<20 {
+		errs = append(errs, configerr.New("process.memory_limit_mib", configerr.ErrOutOfRange, "%d is out of range (0-%d)", c.Process.MemoryLimitMiB, 1<<20))
+	} else if c.Process.MemoryLimitMiB > 0 && c.Process.MemoryLimitMiB < 32 {
+		errs = append(errs, configerr.New("process.memory_limit_mib", configerr.ErrOutOfRange, "%d is out of range (0, or at least 32)", c.Process.MemoryLimitMiB))
 	}
 	switch c.Log.Format {
 	case "text", "json":

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"os"
 	osuser "os/user"
@@ -449,6 +450,9 @@ func (c *control) server() *http.Server {
 	c.a.status.routes(mux)
 	c.readRoutes(mux)
 	c.routes(mux, "socket", limitBody)
+	// Profiles for an operator chasing memory or CPU, on the socket only.
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	return &http.Server{
 		Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
 		WriteTimeout: controlWriteLimit, IdleTimeout: time.Minute,

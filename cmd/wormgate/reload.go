@@ -134,6 +134,12 @@ func (a *app) reload(ctx context.Context, by string) reloadResult {
 		return res
 	}
 	res.Lifted = er.Lifted
+	if cfg.Process != old.Process {
+		if cfg.Process.MemoryLimitMiB == 0 {
+			resetMemoryLimit()
+		}
+		applyMemoryLimit(cfg.Process, a.log)
+	}
 	if a.control != nil {
 		a.control.token.Store(&tok)
 	}

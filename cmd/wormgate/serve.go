@@ -7,9 +7,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"math"
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"sync"
@@ -103,6 +105,7 @@ type app struct {
 func serve(ctx context.Context, cfg Config, path string, log *slog.Logger) error {
 	a := &app{log: log, path: path, reg: prometheus.NewRegistry()}
 	a.cfg.Store(&cfg)
+	applyMemoryLimit(cfg.Process, log)
 	defer a.close()
 	for _, step := range []func(Config) error{
 		a.openFirewall, a.openRecord, a.newMatcher, a.newEnforcer, a.openReceiver, a.openHTTP, a.openControl,
@@ -470,3 +473,15 @@ func (g *senderGuard) senders() map[string]senderStat {
 	}
 	return out
 }
+
+// applyMemoryLimit sets the runtime's soft memory limit; 0 leaves Go's
+// own (none, or $GOMEMLIMIT).
+func applyMemoryLimit(c ProcessConfig, log *slog.Logger) {
+	if c.MemoryLimitMiB > 0 {
+		debug.SetMemoryLimit(int64(c.MemoryLimitMiB) << 20)
+		log.Info("memory limit set", "mib", c.MemoryLimitMiB)
+	}
+}
+
+// resetMemoryLimit lifts a limit a reload removed.
+func resetMemoryLimit() { debug.SetMemoryLimit(math.MaxInt64) }
