@@ -1,11 +1,11 @@
 package enforcer
 
 import (
-	"iter"
-	"slices"
 	"context"
 	"fmt"
+	"iter"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/wormgate/wormgate/enforcer/policy"

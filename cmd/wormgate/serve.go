@@ -5,9 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
-	"math"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -90,8 +90,8 @@ type app struct {
 	httpLn  net.Listener
 	// httpRejected counts the status server's 503s (too many at once).
 	httpRejected prometheus.Counter
-	status  *status
-	closers []func() error
+	status       *status
+	closers      []func() error
 
 	control   *control
 	controlLn net.Listener

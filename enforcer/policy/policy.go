@@ -147,9 +147,9 @@ type Decision struct {
 // offenses, never from the wall clock, so replays decide like the daemon.
 // It is not safe for concurrent use.
 type Policy struct {
-	banFor     time.Duration
-	maxBanFor  time.Duration
-	factor     float64
+	banFor    time.Duration
+	maxBanFor time.Duration
+	factor    float64
 	// neverBlock is the built-in list and the configured one; added are
 	// the prefixes AddNeverBlock protects (the gateway's own addresses,
 	// the syslog senders), which a reload keeps; allowed are the
