@@ -388,6 +388,10 @@ func (e *Enforcer) activateLocked(b policy.Ban, hist *policy.History, now time.T
 		}
 	}
 	delete(e.dels, b.Addr)
+	if len(e.tombs) > 0 {
+		// Banned again after an unban: start-up may adopt it again.
+		e.dropTombstoneLocked(netip.PrefixFrom(b.Addr, b.Addr.BitLen()))
+	}
 	e.active[b.Addr] = b
 	if b.Until.Before(e.nextExpiry) {
 		// Zero stays zero: unknown until the next sweep.
