@@ -69,6 +69,10 @@ func (f *recordingFirewall) Delete(_ context.Context, as []netip.Addr) error {
 	}
 	return nil
 }
+
+// DeleteNets and SetPorts: the unit tier bans no networks and keeps its ports.
+func (f *recordingFirewall) DeleteNets(context.Context, []netip.Prefix) error { return nil }
+func (f *recordingFirewall) SetPorts(context.Context, []uint16) error         { return nil }
 func (f *recordingFirewall) List(context.Context) ([]Element, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
