@@ -113,13 +113,25 @@ type Firewall interface {
 	// absent, which lets the kernel side write each with a single add
 	// (should one be there after all, the kernel may keep its old
 	// timeout). A failure returns an error; callers retry the whole slice,
-	// with the same Refresh marks, which is safe.
+	// with the same Refresh marks, which is safe. A network that overlaps
+	// another one, in elems or in the kernel, fails the call with an error
+	// wrapping ErrOverlap; the same network again is a refresh.
 	Add(ctx context.Context, elems []Element) error
 	// Delete removes addresses; an address that is not blocked is not an error.
 	Delete(ctx context.Context, addrs []netip.Addr) error
-	// List reads the blocked elements back from the kernel; no table means
-	// no elements, not an error. It is slow on big sets: for start-up,
-	// audits and tests.
+	// DeleteNets removes networks, each as it was added (a prefix that is
+	// only part of a blocked network, or covers one, removes nothing); one
+	// that is not blocked is not an error. A prefix of one address is
+	// deleted as that address.
+	DeleteNets(ctx context.Context, nets []netip.Prefix) error
+	// SetPorts makes the drop rules apply to exactly these TCP destination
+	// ports (none: all traffic of a blocked address), in one atomic batch;
+	// later calls of Setup, Restore and Check use them too. After a failure
+	// the old ports stay in force, in the kernel and for later calls.
+	SetPorts(ctx context.Context, ports []uint16) error
+	// List reads the blocked elements back from the kernel, networks with
+	// Net set; no table means no elements, not an error. It is slow on big
+	// sets: for start-up, audits and tests.
 	List(ctx context.Context) ([]Element, error)
 	// Close releases the connection. Bans stay in the kernel.
 	Close() error
