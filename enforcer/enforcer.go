@@ -845,13 +845,28 @@ func (e *Enforcer) Audit(ctx context.Context) (missing, extra int, err error) {
 	}
 	now := e.now()
 	inKernel := make(map[netip.Addr]struct{}, len(elems))
+	netsIn := make(map[netip.Prefix]struct{})
 	var extras []netip.Addr
+	var extraNets []netip.Prefix
+	var missingNets []Element
 	e.mu.Lock()
 	for _, el := range elems {
+		if el.Net.IsValid() && !el.Net.IsSingleIP() {
+			netsIn[el.Net] = struct{}{}
+			if b, ok := e.nets[el.Net]; !ok || !b.Until.After(now) {
+				extraNets = append(extraNets, el.Net)
+			}
+			continue
+		}
 		a := el.Addr.Unmap()
 		inKernel[a] = struct{}{}
 		if b, ok := e.active[a]; !ok || !b.Until.After(now) {
 			extras = append(extras, a)
+		}
+	}
+	for n, b := range e.nets {
+		if _, ok := netsIn[n]; !ok && b.Until.Sub(now) >= auditSlack {
+			missingNets = append(missingNets, Element{Addr: n.Addr(), Net: n, Timeout: b.Until.Sub(now)})
 		}
 	}
 	for a, b := range e.active {
@@ -865,7 +880,8 @@ func (e *Enforcer) Audit(ctx context.Context) (missing, extra int, err error) {
 		e.pending[a] = pendingBan{until: b.Until}
 	}
 	e.mu.Unlock()
-	extra = len(extras)
+	missing += len(missingNets)
+	extra = len(extras) + len(extraNets)
 	e.m.audit.WithLabelValues("missing").Add(float64(missing))
 	e.m.audit.WithLabelValues("extra").Add(float64(extra))
 	if missing > 0 || extra > 0 {
@@ -877,9 +893,21 @@ func (e *Enforcer) Audit(ctx context.Context) (missing, extra int, err error) {
 		default:
 		}
 	}
-	if extra > 0 {
+	if len(extras) > 0 {
 		if err := e.fw.Delete(ctx, extras); err != nil {
 			e.m.fwErrors.WithLabelValues("delete").Inc()
+			return missing, extra, fmt.Errorf("audit: %w", err)
+		}
+	}
+	if len(extraNets) > 0 {
+		if err := e.fw.DeleteNets(ctx, extraNets); err != nil {
+			e.m.fwErrors.WithLabelValues("delete").Inc()
+			return missing, extra, fmt.Errorf("audit: %w", err)
+		}
+	}
+	if len(missingNets) > 0 {
+		if err := e.fw.Add(ctx, missingNets); err != nil {
+			e.m.fwErrors.WithLabelValues("add").Inc()
 			return missing, extra, fmt.Errorf("audit: %w", err)
 		}
 	}

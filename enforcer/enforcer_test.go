@@ -86,6 +86,7 @@ func (f *recordingFirewall) Delete(_ context.Context, as []netip.Addr) error {
 	}
 	return nil
 }
+
 func (f *recordingFirewall) List(context.Context) ([]Element, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

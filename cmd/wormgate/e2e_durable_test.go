@@ -253,7 +253,8 @@ func ruleHandle(t *testing.T, ns *nftest.NS) string {
 
 func chainIntact(ns *nftest.NS) bool {
 	out, err := ns.Command(context.Background(), "nft", "list", "chain", "inet", "wormgate", "prerouting").Output()
-	return err == nil && strings.Count(string(out), "drop") == 2
+	// One drop rule per set: addresses and networks, IPv4 and IPv6.
+	return err == nil && strings.Count(string(out), "drop") == 4
 }
 
 func TestServeStateDirLocked(t *testing.T) {

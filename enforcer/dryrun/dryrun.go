@@ -12,14 +12,16 @@ import (
 	"github.com/wormgate/wormgate/enforcer"
 )
 
-// Firewall is an enforcer.Firewall that changes nothing: it logs what it would block or
-// unblock and remembers it in memory with expiries, so that List and the
-// status pages behave as with the kernel.
+// Firewall is an enforcer.Firewall that changes nothing: it logs what it
+// would block or unblock and remembers it in memory with expiries, so that
+// List and the status pages behave as with the kernel. Like the kernel's
+// interval sets, it refuses a network that overlaps another one.
 type Firewall struct {
-	log    *slog.Logger
-	now    func() time.Time
-	mu     sync.Mutex
-	bans   map[netip.Addr]time.Time
+	log *slog.Logger
+	now func() time.Time
+	mu  sync.Mutex
+	// bans holds addresses as prefixes of one address, and networks.
+	bans   map[netip.Prefix]time.Time
 	closed bool
 }
 
@@ -30,7 +32,7 @@ func New(log *slog.Logger) *Firewall {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Firewall{log: log, now: time.Now, bans: make(map[netip.Addr]time.Time)}
+	return &Firewall{log: log, now: time.Now, bans: make(map[netip.Prefix]time.Time)}
 }
 
 // Setup only announces the dry run, so that an operator sees in the log
@@ -43,23 +45,60 @@ func (d *Firewall) Setup(ctx context.Context) error {
 	return nil
 }
 
+// ban is one normalised element.
+type ban struct {
+	p netip.Prefix
+	d time.Duration
+}
+
+// normalizeLocked validates elems and refuses networks that overlap each other
+// or, unless replacing, one already held.
+func (d *Firewall) normalizeLocked(elems []enforcer.Element, replacing bool) ([]ban, error) {
+	out := make([]ban, 0, len(elems))
+	nets := map[netip.Prefix]bool{}
+	if !replacing {
+		for p := range d.bans {
+			if !p.IsSingleIP() {
+				nets[p] = true
+			}
+		}
+	}
+	for _, e := range elems {
+		e, err := e.Normalize()
+		if err != nil {
+			return nil, err
+		}
+		p := netip.PrefixFrom(e.Addr, e.Addr.BitLen())
+		if e.Net.IsValid() {
+			p = e.Net
+			for q := range nets {
+				if q != p && q.Overlaps(p) {
+					return nil, fmt.Errorf("%w: %v overlaps %v", enforcer.ErrOverlap, p, q)
+				}
+			}
+			nets[p] = true
+		}
+		out = append(out, ban{p, e.Timeout})
+	}
+	return out, nil
+}
+
 // Restore replaces what the dry run remembers with elems.
 func (d *Firewall) Restore(ctx context.Context, elems []enforcer.Element) error {
-	bans := make(map[netip.Addr]time.Time, len(elems))
-	now := d.now()
-	for _, e := range elems {
-		a, t, err := e.Normalize()
-		if err != nil {
-			return fmt.Errorf("dry run restore: %w", err)
-		}
-		bans[a] = now.Add(t)
-	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err := d.checkLocked(ctx, "restore"); err != nil {
 		return err
 	}
-	d.bans = bans
+	bans, err := d.normalizeLocked(elems, true)
+	if err != nil {
+		return fmt.Errorf("dry run restore: %w", err)
+	}
+	now := d.now()
+	d.bans = make(map[netip.Prefix]time.Time, len(bans))
+	for _, b := range bans {
+		d.bans[b.p] = now.Add(b.d)
+	}
 	d.log.Info("dry run: would restore the ruleset", "bans", len(bans))
 	return nil
 }
@@ -70,58 +109,83 @@ func (d *Firewall) Check(ctx context.Context) error { return d.check(ctx, "check
 // Add records the bans and logs each one; a map has no cost to save, so
 // Refresh changes nothing here.
 func (d *Firewall) Add(ctx context.Context, elems []enforcer.Element) error {
-	type ban struct {
-		addr netip.Addr
-		d    time.Duration
-	}
-	bans := make([]ban, 0, len(elems))
-	for _, e := range elems {
-		a, t, err := e.Normalize()
-		if err != nil {
-			return fmt.Errorf("dry run add: %w", err)
-		}
-		bans = append(bans, ban{a, t})
-	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err := d.checkLocked(ctx, "add"); err != nil {
 		return err
 	}
 	d.expireLocked()
+	bans, err := d.normalizeLocked(elems, false)
+	if err != nil {
+		return fmt.Errorf("dry run add: %w", err)
+	}
 	now := d.now()
 	for _, b := range bans {
-		d.bans[b.addr] = now.Add(b.d)
-		d.log.Info("dry run: would block", "addr", b.addr, "timeout", b.d)
+		d.bans[b.p] = now.Add(b.d)
+		d.log.Info("dry run: would block", "addr", show(b.p), "timeout", b.d)
 	}
 	return nil
 }
 
 // Delete forgets the addresses and logs each one that was blocked.
 func (d *Firewall) Delete(ctx context.Context, addrs []netip.Addr) error {
-	for _, a := range addrs {
+	ps := make([]netip.Prefix, len(addrs))
+	for i, a := range addrs {
 		if !a.IsValid() {
 			return fmt.Errorf("dry run delete: %w: zero address", enforcer.ErrInvalidElement)
 		}
+		a = a.Unmap().WithZone("")
+		ps[i] = netip.PrefixFrom(a, a.BitLen())
 	}
+	return d.forget(ctx, "delete", ps)
+}
+
+// DeleteNets forgets networks (each only as it was added) and addresses
+// given as prefixes of one address.
+func (d *Firewall) DeleteNets(ctx context.Context, nets []netip.Prefix) error {
+	ps := make([]netip.Prefix, len(nets))
+	for i, p := range nets {
+		p, err := enforcer.NormalizeNet(p)
+		if err != nil {
+			return fmt.Errorf("dry run delete networks: %w", err)
+		}
+		ps[i] = p
+	}
+	return d.forget(ctx, "delete networks", ps)
+}
+
+func (d *Firewall) forget(ctx context.Context, op string, ps []netip.Prefix) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if err := d.checkLocked(ctx, "delete"); err != nil {
+	if err := d.checkLocked(ctx, op); err != nil {
 		return err
 	}
 	d.expireLocked()
-	for _, a := range addrs {
-		a = a.Unmap().WithZone("")
-		if _, ok := d.bans[a]; !ok {
+	for _, p := range ps {
+		if _, ok := d.bans[p]; !ok {
 			continue
 		}
-		delete(d.bans, a)
-		d.log.Info("dry run: would unblock", "addr", a)
+		delete(d.bans, p)
+		d.log.Info("dry run: would unblock", "addr", show(p))
 	}
 	return nil
 }
 
+// SetPorts only logs the ports the rules would apply to.
+func (d *Firewall) SetPorts(ctx context.Context, ports []uint16) error {
+	if err := d.check(ctx, "set ports"); err != nil {
+		return err
+	}
+	var desc any = "all"
+	if len(ports) > 0 {
+		desc = ports
+	}
+	d.log.Info("dry run: would change the ports", "ports", desc)
+	return nil
+}
+
 // List returns the unexpired bans with their remaining time, sorted by
-// address.
+// address, networks with Net set.
 func (d *Firewall) List(ctx context.Context) ([]enforcer.Element, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -131,11 +195,28 @@ func (d *Firewall) List(ctx context.Context) ([]enforcer.Element, error) {
 	d.expireLocked()
 	now := d.now()
 	out := make([]enforcer.Element, 0, len(d.bans))
-	for a, until := range d.bans {
-		out = append(out, enforcer.Element{Addr: a, Timeout: until.Sub(now)})
+	for p, until := range d.bans {
+		e := enforcer.Element{Addr: p.Addr(), Timeout: until.Sub(now)}
+		if !p.IsSingleIP() {
+			e.Net = p
+		}
+		out = append(out, e)
 	}
-	slices.SortFunc(out, func(a, b enforcer.Element) int { return a.Addr.Compare(b.Addr) })
+	slices.SortFunc(out, func(a, b enforcer.Element) int {
+		if c := a.Addr.Compare(b.Addr); c != 0 {
+			return c
+		}
+		return a.Net.Bits() - b.Net.Bits()
+	})
 	return out, nil
+}
+
+// show is how the log names p: an address alone, a network as a prefix.
+func show(p netip.Prefix) any {
+	if p.IsSingleIP() {
+		return p.Addr()
+	}
+	return p
 }
 
 // Close makes every later call fail with enforcer.ErrClosed.

@@ -64,9 +64,10 @@ func (k *kernel) list(ctx context.Context) ([]enforcer.Element, error) {
 	}
 }
 
-// dump reads both sets once; why is not empty when the result cannot be
-// trusted.
+// dump reads the sets once; why is not empty when the result cannot be
+// trusted. The canaries are left out.
 func (k *kernel) dump() (out []enforcer.Element, why string, err error) {
+	k.dumps++
 	gen, err := k.genID()
 	if err != nil {
 		return nil, "", err
@@ -86,9 +87,16 @@ func (k *kernel) dump() (out []enforcer.Element, why string, err error) {
 				why = fmt.Sprintf("set %s: %v returned twice", s.Name, a)
 			}
 			seen[a] = struct{}{}
-			out = append(out, enforcer.Element{Addr: a, Timeout: e.Expires})
+			if !isCanary(a) {
+				out = append(out, enforcer.Element{Addr: a, Timeout: e.Expires})
+			}
 		}
 	}
+	nets, err := k.listNets()
+	if err != nil {
+		return nil, "", err
+	}
+	out = append(out, nets...)
 	after, err := k.genID()
 	if err != nil {
 		return nil, "", err

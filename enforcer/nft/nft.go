@@ -4,11 +4,13 @@ package nft
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/nftables"
@@ -23,6 +25,8 @@ import (
 const (
 	set4Name  = "blocked4"
 	set6Name  = "blocked6"
+	net4Name  = "blocked4_net"
+	net6Name  = "blocked6_net"
 	portsName = "ports"
 	chainName = "prerouting"
 	// guardChainName is the regular chain the syslog guard jumps to.
@@ -53,7 +57,8 @@ type Firewall struct {
 	// closeOnce lets Close be called twice, also concurrently.
 	closeOnce sync.Once
 	table     string
-	ports     []uint16
+	// ports are the configured ports, for the log.
+	ports atomic.Pointer[[]uint16]
 }
 
 var _ enforcer.Firewall = (*Firewall)(nil)
@@ -63,7 +68,7 @@ type request struct {
 	// run does the work on the owner goroutine and hands its result to
 	// the caller through a channel of its own; it never writes anything
 	// the caller can still read after it returned on a cancelled context.
-	run func(k *kernel, log *slog.Logger)
+	run func(k *kernel)
 }
 
 // Open connects to nftables and starts the owner goroutine. It does not
@@ -81,13 +86,18 @@ func Open(cfg enforcer.NFTablesConfig, log *slog.Logger, opts ...Option) (*Firew
 	if cfg.Table == "" || len(cfg.Table) > unix.NFT_NAME_MAXLEN-1 {
 		return nil, fmt.Errorf("open nftables: table name %q: want 1 to %d bytes", cfg.Table, unix.NFT_NAME_MAXLEN-1)
 	}
-	ports := slices.Clone(cfg.Ports)
-	slices.Sort(ports)
-	ports = slices.Compact(ports)
+	ports := normalizePorts(cfg.Ports)
 
 	k := newKernel(cfg.Table, ports, o)
+	k.log = log
 	if err := k.open(); err != nil {
 		return nil, fmt.Errorf("open nftables: %w", err)
+	}
+	if !k.testing {
+		if err := k.follow(); err != nil {
+			_ = k.close()
+			return nil, fmt.Errorf("open nftables: %w", err)
+		}
 	}
 	n := &Firewall{
 		log:     log,
@@ -95,8 +105,8 @@ func Open(cfg enforcer.NFTablesConfig, log *slog.Logger, opts ...Option) (*Firew
 		quit:    make(chan struct{}),
 		stopped: make(chan struct{}),
 		table:   cfg.Table,
-		ports:   ports,
 	}
+	n.ports.Store(&ports)
 	log.Debug("nftables element timeout update", "supported", o.timeoutUpdate)
 	go n.run(k)
 	return n, nil
@@ -107,10 +117,11 @@ func (n *Firewall) run(k *kernel) {
 	for {
 		select {
 		case <-n.quit:
+			k.closeMonitor()
 			n.err = k.close()
 			return
 		case r := <-n.reqs:
-			r.run(k, n.log)
+			r.run(k)
 		}
 	}
 }
@@ -128,13 +139,13 @@ type result[T any] struct {
 func call[T any](ctx context.Context, n *Firewall, op string, fn func(ctx context.Context, k *kernel) (T, error)) (T, error) {
 	var zero T
 	res := make(chan result[T], 1)
-	r := request{ctx: ctx, run: func(k *kernel, log *slog.Logger) {
+	r := request{ctx: ctx, run: func(k *kernel) {
 		var v T
 		err := k.do(ctx, func(ctx context.Context, k *kernel) error {
 			var err error
 			v, err = fn(ctx, k)
 			return err
-		}, log)
+		})
 		res <- result[T]{v, err}
 	}}
 	select {
@@ -187,7 +198,7 @@ func (n *Firewall) Close() error {
 func (n *Firewall) Setup(ctx context.Context) error {
 	err := n.exec(ctx, "setup", func(_ context.Context, k *kernel) error { return k.setup() })
 	if err == nil {
-		n.log.Info("nftables ruleset ready", "table", "inet "+n.tableName(), "ports", n.portsDesc())
+		n.log.Info("nftables ruleset ready", "table", "inet "+n.table, "ports", n.portsDesc())
 	}
 	return err
 }
@@ -197,67 +208,128 @@ func (n *Firewall) Setup(ctx context.Context) error {
 // atomically, so the old elements stay in force until the new ones are.
 // The sets are emptied first in that batch, so every element costs one
 // add whether or not it was there; Element.Refresh does not matter here.
+// It also ends a drift that Check reported: whatever anyone changed before
+// is overwritten.
 func (n *Firewall) Restore(ctx context.Context, elems []enforcer.Element) error {
-	v4, v6, err := splitElements(elems)
+	s, err := sortElements(elems)
 	if err != nil {
 		return fmt.Errorf("nftables restore: %w", err)
 	}
-	err = n.exec(ctx, "restore", func(_ context.Context, k *kernel) error { return k.restore(v4, v6) })
+	err = n.exec(ctx, "restore", func(_ context.Context, k *kernel) error { return k.restore(s) })
 	if err == nil {
-		n.log.Info("nftables ruleset restored", "table", "inet "+n.tableName(), "ports", n.portsDesc(), "ipv4", len(v4), "ipv6", len(v6))
+		n.log.Info("nftables ruleset restored", "table", "inet "+n.table, "ports", n.portsDesc(),
+			"ipv4", len(s.v4), "ipv6", len(s.v6), "networks", len(s.nets))
 	}
 	return err
 }
 
-// Check verifies table, sets, chain and rules without reading the
-// blocked sets, which would cost seconds on big sets.
+// Check verifies table, sets, chain and rules, and reports what the event
+// monitor saw another process change in wormgate's table since the last
+// Restore (see monitor). It never reads the blocked sets, which would
+// cost seconds on big sets: when the ruleset generation is the one it last
+// found in order, nothing was committed since and one read of the
+// generation is the whole check.
 func (n *Firewall) Check(ctx context.Context) error {
 	return n.exec(ctx, "check", func(_ context.Context, k *kernel) error { return k.check() })
 }
 
-// Add blocks each address until its own timeout ends, in one batch. A new
-// element costs one add. An element marked Refresh gets its new timeout
-// counted from now: on Linux 6.10 and later by one add that also carries
-// the expiration, which the kernel then updates, before that by deleting
-// and re-adding it.
+// Add blocks each address or network until its own timeout ends, in one
+// batch. A new element costs one add. An element marked Refresh gets its
+// new timeout counted from now: on Linux 6.10 and later by one add that
+// also carries the expiration, which the kernel then updates, before that
+// by deleting and re-adding it.
 func (n *Firewall) Add(ctx context.Context, elems []enforcer.Element) error {
-	v4, v6, err := splitElements(elems)
+	s, err := sortElements(elems)
 	if err != nil {
 		return fmt.Errorf("nftables add: %w", err)
 	}
-	err = n.exec(ctx, "add", func(_ context.Context, k *kernel) error { return k.add(v4, v6) })
+	err = n.exec(ctx, "add", func(_ context.Context, k *kernel) error { return k.add(s) })
 	if err == nil {
-		n.log.Debug("nftables add", "ipv4", len(v4), "ipv6", len(v6))
+		n.log.Debug("nftables add", "ipv4", len(s.v4), "ipv6", len(s.v6), "networks", len(s.nets))
 	}
 	return err
 }
 
 // Delete unblocks addresses; an address that is not blocked is skipped.
 func (n *Firewall) Delete(ctx context.Context, addrs []netip.Addr) error {
-	var v4, v6 []elem
+	var s elemSets
 	for _, a := range addrs {
 		if !a.IsValid() {
 			return fmt.Errorf("nftables delete: %w: zero address", enforcer.ErrInvalidElement)
 		}
-		a = a.Unmap().WithZone("")
-		if a.Is4() {
-			v4 = append(v4, elem{addr: a})
-		} else {
-			v6 = append(v6, elem{addr: a})
+		if a = a.Unmap().WithZone(""); !isCanary(a) {
+			s.addHost(elem{addr: a})
 		}
 	}
-	err := n.exec(ctx, "delete", func(_ context.Context, k *kernel) error { return k.remove(v4, v6) })
+	err := n.exec(ctx, "delete", func(_ context.Context, k *kernel) error { return k.remove(s.v4, s.v6) })
 	if err == nil {
-		n.log.Debug("nftables delete", "ipv4", len(v4), "ipv6", len(v6))
+		n.log.Debug("nftables delete", "ipv4", len(s.v4), "ipv6", len(s.v6))
 	}
 	return err
 }
 
-// List reads both sets back with each element's remaining time, sorted by
-// address. An element without a timeout (added by hand with nft) has
-// Timeout 0. A read that the kernel could not give consistently (see
-// kernel.list) is retried and finally fails with ErrInconsistentDump;
-// it never returns an element twice.
+// DeleteNets unblocks networks, each only as it was added; one that is
+// not blocked is skipped, and a prefix of one address is deleted as that
+// address. The networks are few (bans by hand), so their sets are read
+// first: an interval can only be deleted by its exact ends, and unlike an
+// address it cannot be added first to make its delete safe, because the
+// add would overlap whatever covers it.
+func (n *Firewall) DeleteNets(ctx context.Context, nets []netip.Prefix) error {
+	var hosts elemSets
+	var want []netip.Prefix
+	for _, p := range nets {
+		p, err := enforcer.NormalizeNet(p)
+		if err != nil {
+			return fmt.Errorf("nftables delete networks: %w", err)
+		}
+		switch {
+		case !p.IsSingleIP():
+			want = append(want, p)
+		case !isCanary(p.Addr()):
+			hosts.addHost(elem{addr: p.Addr()})
+		}
+	}
+	var err error
+	for attempt := 1; ; attempt++ {
+		err = n.exec(ctx, "delete networks", func(_ context.Context, k *kernel) error {
+			return k.removeNets(hosts, want)
+		})
+		// ENOENT: a network expired after it was read; read again.
+		if !errors.Is(err, unix.ENOENT) || attempt == 3 {
+			break
+		}
+	}
+	if err == nil {
+		n.log.Debug("nftables delete networks", "networks", len(want), "addresses", len(hosts.v4)+len(hosts.v6))
+	}
+	return err
+}
+
+// SetPorts replaces the ports the drop rules apply to (none: all traffic)
+// in one batch that refills the ports set and rewrites the rules, so that
+// no packet meets a half-changed ruleset.
+func (n *Firewall) SetPorts(ctx context.Context, ports []uint16) error {
+	ports = normalizePorts(ports)
+	err := n.exec(ctx, "set ports", func(_ context.Context, k *kernel) error {
+		if err := k.setPorts(ports); err != nil {
+			return err
+		}
+		n.ports.Store(&ports)
+		return nil
+	})
+	if err == nil {
+		n.log.Info("nftables ports changed", "table", "inet "+n.table, "ports", n.portsDesc())
+	}
+	return err
+}
+
+// List reads the sets back with each element's remaining time, sorted by
+// address, networks with Net set (a range added by hand that is no prefix
+// comes as the prefixes that make it up). An element without a timeout
+// (added by hand with nft) has Timeout 0; the canaries are left out. A
+// read that the kernel could not give consistently (see kernel.list) is
+// retried and finally fails with ErrInconsistentDump; it never returns
+// an element twice.
 func (n *Firewall) List(ctx context.Context) ([]enforcer.Element, error) {
 	out, err := call(ctx, n, "list", func(ctx context.Context, k *kernel) ([]enforcer.Element, error) {
 		// A table that is not there holds no bans: that is an answer,
@@ -275,7 +347,12 @@ func (n *Firewall) List(ctx context.Context) ([]enforcer.Element, error) {
 	if err != nil {
 		return nil, err
 	}
-	slices.SortFunc(out, func(a, b enforcer.Element) int { return a.Addr.Compare(b.Addr) })
+	slices.SortFunc(out, func(a, b enforcer.Element) int {
+		if c := a.Addr.Compare(b.Addr); c != 0 {
+			return c
+		}
+		return a.Net.Bits() - b.Net.Bits()
+	})
 	return out, nil
 }
 
@@ -321,38 +398,62 @@ func counterOf(r *nftables.Rule) *expr.Counter {
 	return nil
 }
 
-func (n *Firewall) tableName() string { return n.table }
-
 func (n *Firewall) portsDesc() any {
-	if len(n.ports) > 0 {
-		return n.ports
+	if p := *n.ports.Load(); len(p) > 0 {
+		return p
 	}
 	return "all"
 }
 
-// splitElements validates elems and sorts them into the two kernel sets.
-func splitElements(elems []enforcer.Element) (v4, v6 []elem, err error) {
+// normalizePorts sorts and deduplicates a copy of ports.
+func normalizePorts(ports []uint16) []uint16 {
+	ports = slices.Clone(ports)
+	slices.Sort(ports)
+	return slices.Compact(ports)
+}
+
+// elemSets are validated elements by kernel set; a network is
+// two elements (see appendNet). nets are the networks.
+type elemSets struct {
+	v4, v6, n4, n6 []elem
+	nets           []netip.Prefix
+}
+
+func (s *elemSets) addHost(e elem) {
+	if e.addr.Is4() {
+		s.v4 = append(s.v4, e)
+	} else {
+		s.v6 = append(s.v6, e)
+	}
+}
+
+// sortElements validates elems and sorts them into the kernel sets. An
+// element for a canary address is dropped: it could block nothing (no
+// packet comes from it) and would turn the canary into a ban that expires.
+func sortElements(elems []enforcer.Element) (elemSets, error) {
 	n4 := 0
 	for _, e := range elems {
 		if e.Addr.Unmap().Is4() {
 			n4++
 		}
 	}
-	v4 = make([]elem, 0, n4)
-	v6 = make([]elem, 0, len(elems)-n4)
+	s := elemSets{v4: make([]elem, 0, n4), v6: make([]elem, 0, len(elems)-n4)}
 	for _, e := range elems {
-		a, d, err := e.Normalize()
+		e, err := e.Normalize()
 		if err != nil {
-			return nil, nil, err
+			return elemSets{}, err
 		}
-		el := elem{addr: a, timeout: d, refresh: e.Refresh}
-		if a.Is4() {
-			v4 = append(v4, el)
-		} else {
-			v6 = append(v6, el)
+		el := elem{addr: e.Addr, timeout: e.Timeout, refresh: e.Refresh}
+		switch {
+		case e.Net.IsValid() && e.Addr.Is4():
+			s.n4, s.nets = appendNet(s.n4, e.Net, el), append(s.nets, e.Net)
+		case e.Net.IsValid():
+			s.n6, s.nets = appendNet(s.n6, e.Net, el), append(s.nets, e.Net)
+		case !isCanary(e.Addr):
+			s.addHost(el)
 		}
 	}
-	return v4, v6, nil
+	return s, nil
 }
 
 // timeoutUpdateSupported reports whether the running kernel updates the
@@ -373,6 +474,7 @@ func timeoutUpdateSupported() bool {
 
 // kernel is the state only the owner goroutine touches.
 type kernel struct {
+	log      *slog.Logger
 	nsFd     int
 	testDial nltest.Func
 	// testing skips the socket options a fake connection lacks.
@@ -384,15 +486,19 @@ type kernel struct {
 	conn          *nftables.Conn
 	nl            *netlink.Conn
 	table         *nftables.Table
-	set4          *nftables.Set
-	set6          *nftables.Set
-	ports         *nftables.Set
-	chain         *nftables.Chain
-	portN         []uint16
+	// set4 and set6 hold addresses, net4 and net6 networks (intervals).
+	set4, set6, net4, net6 *nftables.Set
+	ports                  *nftables.Set
+	chain                  *nftables.Chain
+	portN                  []uint16
 	// guardChain holds the syslog guard's rules (empty without a guard);
 	// guard is nil when the guard is off.
 	guardChain *nftables.Chain
 	guard      *Guard
+	// watch is the change detection of monitor.go.
+	watch watch
+	// dumps counts reads of the blocked sets, which tests watch.
+	dumps int
 }
 
 func newKernel(table string, ports []uint16, o options) *kernel {
@@ -408,6 +514,8 @@ func newKernel(table string, ports []uint16, o options) *kernel {
 		table:         t,
 		set4:          &nftables.Set{Table: t, Name: set4Name, ID: 1, KeyType: nftables.TypeIPAddr, HasTimeout: true},
 		set6:          &nftables.Set{Table: t, Name: set6Name, ID: 2, KeyType: nftables.TypeIP6Addr, HasTimeout: true},
+		net4:          &nftables.Set{Table: t, Name: net4Name, ID: 4, KeyType: nftables.TypeIPAddr, HasTimeout: true, Interval: true},
+		net6:          &nftables.Set{Table: t, Name: net6Name, ID: 5, KeyType: nftables.TypeIP6Addr, HasTimeout: true, Interval: true},
 		ports:         &nftables.Set{Table: t, Name: portsName, ID: 3, KeyType: nftables.TypeInetService},
 		chain: &nftables.Chain{
 			Name:     chainName,
@@ -449,6 +557,8 @@ func (k *kernel) open() error {
 		return err
 	}
 	k.conn = conn
+	// The monitor must drop the events of this connection from now on.
+	k.watch.pid = 0
 	return nil
 }
 
@@ -481,7 +591,7 @@ func (k *kernel) close() error {
 // connection is replaced: a timed-out or failed batch can leave unread
 // replies on the socket, and a Conn that failed to serialise keeps that
 // error forever.
-func (k *kernel) do(ctx context.Context, fn func(context.Context, *kernel) error, log *slog.Logger) error {
+func (k *kernel) do(ctx context.Context, fn func(context.Context, *kernel) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -497,13 +607,14 @@ func (k *kernel) do(ctx context.Context, fn func(context.Context, *kernel) error
 	if k.nl != nil {
 		_ = k.nl.SetDeadline(deadline)
 	}
+	k.see()
 	err := fn(ctx, k)
 	if err != nil {
 		if cerr := k.close(); cerr != nil {
-			log.Debug("nftables reconnect: close", "err", cerr)
+			k.log.Debug("nftables reconnect: close", "err", cerr)
 		}
 		if oerr := k.open(); oerr != nil {
-			log.Debug("nftables reconnect", "err", oerr)
+			k.log.Debug("nftables reconnect", "err", oerr)
 		}
 	}
 	return err
@@ -515,10 +626,13 @@ func (k *kernel) setup() error {
 	}
 	c := k.conn
 	c.AddTable(k.table)
-	for _, s := range []*nftables.Set{k.set4, k.set6, k.ports} {
+	for _, s := range k.sets() {
 		if err := c.AddSet(s, nil); err != nil {
 			return fmt.Errorf("set %s: %w", s.Name, err)
 		}
+	}
+	if err := k.addCanaries(c); err != nil {
+		return err
 	}
 	if err := k.fillPorts(c); err != nil {
 		return err
@@ -527,11 +641,19 @@ func (k *kernel) setup() error {
 	return c.Flush()
 }
 
+// sets are all of wormgate's sets.
+func (k *kernel) sets() []*nftables.Set {
+	return []*nftables.Set{k.set4, k.set6, k.net4, k.net6, k.ports}
+}
+
 // restore is setup plus emptying and refilling the blocked sets, in one
 // batch sent with one sendmsg; the socket's send buffer is raised to hold
 // it. The objects are google/nftables' messages, the elements are built
 // here, one add per element.
-func (k *kernel) restore(v4, v6 []elem) error {
+func (k *kernel) restore(s elemSets) error {
+	if err := k.checkOverlap(s.nets, false); err != nil {
+		return err
+	}
 	if err := k.checkSets(); err != nil {
 		return err
 	}
@@ -539,59 +661,87 @@ func (k *kernel) restore(v4, v6 []elem) error {
 	if err != nil {
 		return err
 	}
-	w := withTimeout
-	var msgs []netlink.Message
-	for _, part := range []func() error{
-		func() error {
-			m, err := record(func(c *nftables.Conn) error {
-				c.AddTable(k.table)
-				for _, s := range []*nftables.Set{k.set4, k.set6, k.ports} {
-					if err := c.AddSet(s, nil); err != nil {
-						return fmt.Errorf("set %s: %w", s.Name, err)
-					}
-				}
-				c.FlushSet(k.set4)
-				return nil
-			})
-			msgs = append(msgs, m...)
-			return err
-		},
-		func() (err error) {
-			msgs, err = appendElemMsgs(msgs, typeNewSetElem, k.set4, v4, w)
-			return err
-		},
-		func() error {
-			m, err := record(func(c *nftables.Conn) error { c.FlushSet(k.set6); return nil })
-			msgs = append(msgs, m...)
-			return err
-		},
-		func() (err error) {
-			msgs, err = appendElemMsgs(msgs, typeNewSetElem, k.set6, v6, w)
-			return err
-		},
-		func() error {
-			m, err := record(func(c *nftables.Conn) error {
-				if err := k.fillPorts(c); err != nil {
-					return err
-				}
-				if changed {
-					// A base chain's hook cannot be changed in place:
-					// replace it in the same batch.
-					c.FlushChain(k.chain)
-					c.DelChain(k.chain)
-				}
-				k.fillChain(c)
-				return nil
-			})
-			msgs = append(msgs, m...)
-			return err
-		},
+	msgs, err := record(func(c *nftables.Conn) error {
+		c.AddTable(k.table)
+		for _, s := range k.sets() {
+			if err := c.AddSet(s, nil); err != nil {
+				return fmt.Errorf("set %s: %w", s.Name, err)
+			}
+		}
+		for _, s := range []*nftables.Set{k.set4, k.set6, k.net4, k.net6} {
+			c.FlushSet(s)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, x := range []struct {
+		s     *nftables.Set
+		elems []elem
+	}{
+		{k.set4, append(s.v4, elem{addr: canary4})},
+		{k.set6, append(s.v6, elem{addr: canary6})},
+		{k.net4, s.n4},
+		{k.net6, s.n6},
 	} {
-		if err := part(); err != nil {
+		if msgs, err = appendElemMsgs(msgs, typeNewSetElem, x.s, x.elems, withTimeout); err != nil {
 			return err
 		}
 	}
-	return k.sendBatch(msgs)
+	tail, err := record(func(c *nftables.Conn) error {
+		if err := k.fillPorts(c); err != nil {
+			return err
+		}
+		if changed {
+			// A base chain's hook cannot be changed in place:
+			// replace it in the same batch.
+			c.FlushChain(k.chain)
+			c.DelChain(k.chain)
+		}
+		k.fillChain(c)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if err := overlap(k.sendBatch(append(msgs, tail...)), len(s.nets)); err != nil {
+		return err
+	}
+	k.restored()
+	return nil
+}
+
+// setPorts makes ports the ports set and rewrites the rules (which look
+// the set up only when there are ports) in one batch.
+func (k *kernel) setPorts(ports []uint16) error {
+	old := k.portN
+	k.portN = ports
+	msgs, err := record(func(c *nftables.Conn) error {
+		if err := k.fillPorts(c); err != nil {
+			return err
+		}
+		k.fillChain(c)
+		return nil
+	})
+	if err == nil {
+		err = k.sendBatch(msgs)
+	}
+	if err != nil {
+		k.portN = old
+	}
+	return err
+}
+
+// overlap turns the kernel's answer to an interval that overlaps another
+// (EEXIST, which it gives for nothing else here: elements are added
+// without NLM_F_EXCL) into ErrOverlap. checkOverlap has looked before;
+// this is for what it could not see.
+func overlap(err error, nets int) error {
+	if nets > 0 && errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("%w: a network overlaps one the kernel holds: %w", enforcer.ErrOverlap, err)
+	}
+	return err
 }
 
 // fillPorts refills the ports set.
@@ -646,9 +796,38 @@ func (k *kernel) sameChain(ch *nftables.Chain) bool {
 		ch.Priority != nil && *ch.Priority == *k.chain.Priority && ch.Type == k.chain.Type
 }
 
-// check compares the kernel's objects with what setup makes; a missing or
-// different one wraps enforcer.ErrDrift, a netlink failure does not.
+// check reports a change the monitor saw, then, when the ruleset
+// generation moved since it last found everything in order, compares the
+// kernel's objects with what setup makes and looks for the canaries. A
+// missing or different object wraps enforcer.ErrDrift, a netlink failure
+// does not; neither does a monitor that cannot run, which is reported
+// after the objects were checked, so that a deleted table is still found.
 func (k *kernel) check() error {
+	if c := k.watch.changed; c != "" {
+		return fmt.Errorf("%w: %s", enforcer.ErrDrift, c)
+	}
+	gen, err := k.genID()
+	if err != nil {
+		return err
+	}
+	if gen != k.watch.gen {
+		if err := k.checkObjects(); err != nil {
+			return err
+		}
+		if err := k.checkCanaries(); err != nil {
+			return err
+		}
+		k.watch.gen = gen
+	}
+	if k.watch.mon == nil && !k.testing {
+		return fmt.Errorf("event monitor: %w", k.watch.err)
+	}
+	return nil
+}
+
+// checkObjects compares table, sets, chains, rules and ports with what
+// setup makes.
+func (k *kernel) checkObjects() error {
 	tables, err := k.conn.ListTablesOfFamily(k.table.Family)
 	if err != nil {
 		return fmt.Errorf("read tables: %w", err)
@@ -660,12 +839,12 @@ func (k *kernel) check() error {
 	if err != nil {
 		return fmt.Errorf("read sets: %w", err)
 	}
-	for _, want := range []*nftables.Set{k.set4, k.set6, k.ports} {
+	for _, want := range k.sets() {
 		i := slices.IndexFunc(sets, func(s *nftables.Set) bool { return s.Name == want.Name })
 		if i < 0 {
 			return fmt.Errorf("%w: set %s missing", enforcer.ErrDrift, want.Name)
 		}
-		if have := sets[i]; have.KeyType.GetNFTMagic() != want.KeyType.GetNFTMagic() || have.HasTimeout != want.HasTimeout {
+		if have := sets[i]; have.KeyType.GetNFTMagic() != want.KeyType.GetNFTMagic() || have.HasTimeout != want.HasTimeout || have.Interval != want.Interval {
 			return fmt.Errorf("%w: set %s is %s", enforcer.ErrDrift, want.Name, describeSet(have))
 		}
 	}
@@ -794,12 +973,12 @@ func (k *kernel) checkSets() error {
 		return fmt.Errorf("read sets: %w", err)
 	}
 	for _, have := range sets {
-		for _, want := range []*nftables.Set{k.set4, k.set6, k.ports} {
+		for _, want := range k.sets() {
 			if have.Name != want.Name {
 				continue
 			}
 			if have.KeyType.GetNFTMagic() != want.KeyType.GetNFTMagic() || have.HasTimeout != want.HasTimeout ||
-				have.IsMap || have.Interval || have.Concatenation {
+				have.IsMap || have.Interval != want.Interval || have.Concatenation {
 				return fmt.Errorf("%w: set %s in table inet %s is %s, want %s", enforcer.ErrIncompatibleSet,
 					have.Name, k.table.Name, describeSet(have), describeSet(want))
 			}
@@ -823,7 +1002,7 @@ func describeSet(s *nftables.Set) string {
 }
 
 // rules are `ip saddr @blocked4 [tcp dport @ports] counter drop` and the
-// same for ip6.
+// same for ip6 and for the network sets.
 func (k *kernel) rules() []*nftables.Rule {
 	mk := func(proto byte, offset, length uint32, set *nftables.Set) *nftables.Rule {
 		ex := []expr.Any{
@@ -846,6 +1025,8 @@ func (k *kernel) rules() []*nftables.Rule {
 	return append(k.guardJumps(),
 		mk(unix.NFPROTO_IPV4, 12, 4, k.set4),
 		mk(unix.NFPROTO_IPV6, 8, 16, k.set6),
+		mk(unix.NFPROTO_IPV4, 12, 4, k.net4),
+		mk(unix.NFPROTO_IPV6, 8, 16, k.net6),
 	)
 }
 
@@ -859,12 +1040,12 @@ func (k *kernel) rules() []*nftables.Rule {
 // for present ones), deleted and added with the timeout; that first add is
 // needed because a delete of an absent or expired-but-not-collected
 // element fails the whole batch with ENOENT.
-func (k *kernel) add(v4, v6 []elem) error {
+func (k *kernel) add(s elemSets) error {
 	var msgs []netlink.Message
 	for _, x := range []struct {
 		s     *nftables.Set
 		elems []elem
-	}{{k.set4, v4}, {k.set6, v6}} {
+	}{{k.set4, s.v4}, {k.set6, s.v6}, {k.net4, s.n4}, {k.net6, s.n6}} {
 		fresh, refresh := splitRefresh(x.elems)
 		type step struct {
 			typ   netlink.HeaderType
@@ -887,7 +1068,10 @@ func (k *kernel) add(v4, v6 []elem) error {
 			}
 		}
 	}
-	return k.sendBatch(msgs)
+	if err := k.checkOverlap(s.nets, true); err != nil {
+		return err
+	}
+	return overlap(k.sendBatch(msgs), len(s.nets))
 }
 
 // splitRefresh separates new elements from refreshed ones.
@@ -902,21 +1086,11 @@ func splitRefresh(elems []elem) (fresh, refresh []elem) {
 	return fresh, refresh
 }
 
-// remove deletes keys in one batch; adding them first in the same batch
-// makes an absent key a no-op instead of an ENOENT that would abort it.
+// remove deletes addresses in one batch (see removeMsgs).
 func (k *kernel) remove(v4, v6 []elem) error {
-	var msgs []netlink.Message
-	for _, x := range []struct {
-		s     *nftables.Set
-		elems []elem
-	}{{k.set4, v4}, {k.set6, v6}} {
-		var err error
-		if msgs, err = appendElemMsgs(msgs, typeNewSetElem, x.s, x.elems, keysOnly); err != nil {
-			return err
-		}
-		if msgs, err = appendElemMsgs(msgs, typeDelSetElem, x.s, x.elems, keysOnly); err != nil {
-			return err
-		}
+	msgs, err := k.removeMsgs(v4, v6)
+	if err != nil {
+		return err
 	}
 	return k.sendBatch(msgs)
 }

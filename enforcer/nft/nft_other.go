@@ -49,6 +49,12 @@ func (*Firewall) Add(context.Context, []enforcer.Element) error { return ErrUnsu
 // Delete fails with ErrUnsupported.
 func (*Firewall) Delete(context.Context, []netip.Addr) error { return ErrUnsupported }
 
+// DeleteNets fails with ErrUnsupported.
+func (*Firewall) DeleteNets(context.Context, []netip.Prefix) error { return ErrUnsupported }
+
+// SetPorts fails with ErrUnsupported.
+func (*Firewall) SetPorts(context.Context, []uint16) error { return ErrUnsupported }
+
 // List fails with ErrUnsupported.
 func (*Firewall) List(context.Context) ([]enforcer.Element, error) { return nil, ErrUnsupported }
 

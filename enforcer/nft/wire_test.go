@@ -168,8 +168,12 @@ func describeMsg(m netlink.Message) (string, error) {
 			case unix.NFTA_SET_KEY_TYPE:
 				typ = keyTypes[ad.Uint32()]
 			case unix.NFTA_SET_FLAGS:
-				if ad.Uint32()&unix.NFT_SET_TIMEOUT != 0 {
-					flags = " flags timeout"
+				f := ad.Uint32()
+				if f&unix.NFT_SET_INTERVAL != 0 {
+					flags = " flags interval"
+				}
+				if f&unix.NFT_SET_TIMEOUT != 0 {
+					flags += " flags timeout"
 				}
 			}
 		}
@@ -249,6 +253,10 @@ func describeElem(ed *netlink.AttributeDecoder) string {
 				}
 				return nil
 			})
+		case unix.NFTA_SET_ELEM_FLAGS:
+			if ed.Uint32()&unix.NFT_SET_ELEM_INTERVAL_END != 0 {
+				timing += " end"
+			}
 		case unix.NFTA_SET_ELEM_TIMEOUT:
 			timing += fmt.Sprintf(" timeout %v", time.Duration(ed.Uint64())*time.Millisecond)
 		case unix.NFTA_SET_ELEM_EXPIRATION:
@@ -303,7 +311,11 @@ func TestWireSetup(t *testing.T) {
 		"NEWTABLE wormgate",
 		"NEWSET blocked4 type ipv4_addr flags timeout",
 		"NEWSET blocked6 type ipv6_addr flags timeout",
+		"NEWSET blocked4_net type ipv4_addr flags interval flags timeout",
+		"NEWSET blocked6_net type ipv6_addr flags interval flags timeout",
 		"NEWSET ports type inet_service",
+		"NEWSETELEM blocked4 255.255.255.255",
+		"NEWSETELEM blocked6 ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
 		"DELSETELEM ports (all)",
 		"NEWSETELEM ports 25, 465, 587",
 		"NEWCHAIN syslog_guard",
@@ -312,6 +324,8 @@ func TestWireSetup(t *testing.T) {
 		"DELRULE prerouting",
 		rule("blocked4"),
 		rule("blocked6"),
+		rule("blocked4_net"),
+		rule("blocked6_net"),
 	}}
 	f, fk := openFake(t, enforcer.NFTablesConfig{})
 	if err := f.Setup(t.Context()); err != nil {
@@ -335,7 +349,11 @@ func TestWireSetupGuard(t *testing.T) {
 		"NEWTABLE wormgate",
 		"NEWSET blocked4 type ipv4_addr flags timeout",
 		"NEWSET blocked6 type ipv6_addr flags timeout",
+		"NEWSET blocked4_net type ipv4_addr flags interval flags timeout",
+		"NEWSET blocked6_net type ipv6_addr flags interval flags timeout",
 		"NEWSET ports type inet_service",
+		"NEWSETELEM blocked4 255.255.255.255",
+		"NEWSETELEM blocked6 ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
 		"DELSETELEM ports (all)",
 		"NEWSETELEM ports 25, 465, 587",
 		"NEWCHAIN syslog_guard",
@@ -349,6 +367,8 @@ func TestWireSetupGuard(t *testing.T) {
 		jump, jump, jump,
 		ban("blocked4"),
 		ban("blocked6"),
+		ban("blocked4_net"),
+		ban("blocked6_net"),
 	}}
 	g := Guard{UDPPorts: []uint16{514}, TCPPorts: []uint16{514, 6514},
 		Senders: []netip.Prefix{netip.MustParsePrefix("192.0.2.25/32"), netip.MustParsePrefix("2001:db8:25::/64")}}
@@ -422,6 +442,36 @@ func TestWireAdd(t *testing.T) {
 			"NEWSETELEM blocked4 1000: 198.18.3.232 timeout 1h0m0s .. 198.18.7.207 timeout 1h0m0s",
 			"NEWSETELEM blocked4 500: 198.18.7.208 timeout 1h0m0s .. 198.18.9.195 timeout 1h0m0s",
 		}}},
+		{"networks: first address with the timeout, end without", true, []enforcer.Element{
+			{Net: netip.MustParsePrefix("203.0.113.7/24"), Timeout: time.Hour},
+			{Net: netip.MustParsePrefix("::ffff:198.51.100.0/120"), Timeout: time.Hour},
+			{Net: netip.MustParsePrefix("2001:db8::/48"), Timeout: time.Minute},
+			{Net: netip.MustParsePrefix("192.0.2.9/32"), Timeout: time.Minute}, // one address: a host
+		}, [][]string{{
+			"NEWSETELEM blocked4 192.0.2.9 timeout 1m0s",
+			"NEWSETELEM blocked4_net 4: 203.0.113.0 timeout 1h0m0s .. 198.51.101.0 end",
+			"NEWSETELEM blocked6_net 2001:db8:: timeout 1m0s, 2001:db8:1:: end",
+		}}},
+		{"a network up to the last address has no end", true, []enforcer.Element{
+			{Net: netip.MustParsePrefix("255.255.255.0/24"), Timeout: time.Hour},
+		}, [][]string{{
+			"NEWSETELEM blocked4_net 255.255.255.0 timeout 1h0m0s",
+		}}},
+		{"refresh networks by expiration", true, []enforcer.Element{
+			{Net: netip.MustParsePrefix("203.0.113.0/24"), Timeout: time.Hour, Refresh: true},
+		}, [][]string{{
+			"NEWSETELEM blocked4_net 203.0.113.0 timeout 1h0m0s expires 1h0m0s, 203.0.114.0 end",
+		}}},
+		{"refresh networks by delete and add", false, []enforcer.Element{
+			{Net: netip.MustParsePrefix("203.0.113.0/24"), Timeout: time.Hour, Refresh: true},
+		}, [][]string{{
+			"NEWSETELEM blocked4_net 203.0.113.0, 203.0.114.0 end",
+			"DELSETELEM blocked4_net 203.0.113.0, 203.0.114.0 end",
+			"NEWSETELEM blocked4_net 203.0.113.0 timeout 1h0m0s, 203.0.114.0 end",
+		}}},
+		{"canaries are not written", true, []enforcer.Element{
+			{Addr: canary4, Timeout: time.Hour}, {Addr: canary6, Timeout: time.Hour},
+		}, [][]string{}},
 		{"refresh chunks of 1000", true, v4seq(1001, time.Hour, true), [][]string{{
 			"NEWSETELEM blocked4 1000: 198.18.0.0 timeout 1h0m0s expires 1h0m0s .. 198.18.3.231 timeout 1h0m0s expires 1h0m0s",
 			"NEWSETELEM blocked4 198.18.3.232 timeout 1h0m0s expires 1h0m0s",
@@ -471,18 +521,30 @@ func TestWireDelete(t *testing.T) {
 }
 
 func TestWireRestore(t *testing.T) {
-	elems := append(v4seq(1500, time.Hour, true), enforcer.Element{Addr: addr("2001:db8::1"), Timeout: time.Minute})
+	elems := append(v4seq(1500, time.Hour, true),
+		enforcer.Element{Addr: addr("2001:db8::1"), Timeout: time.Minute},
+		enforcer.Element{Net: netip.MustParsePrefix("203.0.113.0/24"), Timeout: time.Hour},
+		enforcer.Element{Net: netip.MustParsePrefix("2001:db8:1::/48"), Timeout: time.Minute},
+		enforcer.Element{Addr: canary4, Timeout: time.Hour}, // dropped: the canary's place
+	)
 	want := [][]string{{
 		"NEWTABLE wormgate",
 		"NEWSET blocked4 type ipv4_addr flags timeout",
 		"NEWSET blocked6 type ipv6_addr flags timeout",
+		"NEWSET blocked4_net type ipv4_addr flags interval flags timeout",
+		"NEWSET blocked6_net type ipv6_addr flags interval flags timeout",
 		"NEWSET ports type inet_service",
 		"DELSETELEM blocked4 (all)",
-		// Refresh does not matter after the flush: one add each.
-		"NEWSETELEM blocked4 1000: 198.18.0.0 timeout 1h0m0s .. 198.18.3.231 timeout 1h0m0s",
-		"NEWSETELEM blocked4 500: 198.18.3.232 timeout 1h0m0s .. 198.18.5.219 timeout 1h0m0s",
 		"DELSETELEM blocked6 (all)",
-		"NEWSETELEM blocked6 2001:db8::1 timeout 1m0s",
+		"DELSETELEM blocked4_net (all)",
+		"DELSETELEM blocked6_net (all)",
+		// Refresh does not matter after the flush: one add each. The
+		// canaries come back without a timeout.
+		"NEWSETELEM blocked4 1000: 198.18.0.0 timeout 1h0m0s .. 198.18.3.231 timeout 1h0m0s",
+		"NEWSETELEM blocked4 501: 198.18.3.232 timeout 1h0m0s .. 255.255.255.255",
+		"NEWSETELEM blocked6 2001:db8::1 timeout 1m0s, ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+		"NEWSETELEM blocked4_net 203.0.113.0 timeout 1h0m0s, 203.0.114.0 end",
+		"NEWSETELEM blocked6_net 2001:db8:1:: timeout 1m0s, 2001:db8:2:: end",
 		"DELSETELEM ports (all)",
 		"NEWSETELEM ports 25",
 		"NEWCHAIN syslog_guard",
@@ -491,6 +553,8 @@ func TestWireRestore(t *testing.T) {
 		"DELRULE prerouting",
 		"NEWRULE prerouting meta cmp payload lookup(@blocked4) meta cmp payload lookup(@ports) counter immediate(drop)",
 		"NEWRULE prerouting meta cmp payload lookup(@blocked6) meta cmp payload lookup(@ports) counter immediate(drop)",
+		"NEWRULE prerouting meta cmp payload lookup(@blocked4_net) meta cmp payload lookup(@ports) counter immediate(drop)",
+		"NEWRULE prerouting meta cmp payload lookup(@blocked6_net) meta cmp payload lookup(@ports) counter immediate(drop)",
 	}}
 	f, fk := openFake(t, enforcer.NFTablesConfig{Ports: []uint16{25}})
 	if err := f.Restore(t.Context(), elems); err != nil {
@@ -498,6 +562,57 @@ func TestWireRestore(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, describe(t, fk.taken())); diff != "" {
 		t.Errorf("Restore batches (-want +got):\n%s", diff)
+	}
+}
+
+// TestWireSetPorts: one batch refills the ports set and rewrites the
+// rules, which look the ports up only when there are some.
+func TestWireSetPorts(t *testing.T) {
+	rules := func(ports bool) []string {
+		var out []string
+		for _, set := range []string{"blocked4", "blocked6", "blocked4_net", "blocked6_net"} {
+			r := "NEWRULE prerouting meta cmp payload lookup(@" + set + ")"
+			if ports {
+				r += " meta cmp payload lookup(@ports)"
+			}
+			out = append(out, r+" counter immediate(drop)")
+		}
+		return out
+	}
+	batch := func(ports []string, withPorts bool) []string {
+		return append(append(append([]string{"DELSETELEM ports (all)"}, ports...),
+			"NEWCHAIN syslog_guard",
+			"DELRULE syslog_guard",
+			fmt.Sprintf("NEWCHAIN prerouting hook %d priority -300 policy 1 type filter", unix.NF_INET_PRE_ROUTING),
+			"DELRULE prerouting"), rules(withPorts)...)
+	}
+	f, fk := openFake(t, enforcer.NFTablesConfig{Ports: []uint16{25}})
+	for _, step := range []struct {
+		ports []uint16
+		want  []string
+	}{
+		{[]uint16{587, 2525, 587}, batch([]string{"NEWSETELEM ports 587, 2525"}, true)},
+		{[]uint16{}, batch(nil, false)},
+		{[]uint16{25}, batch([]string{"NEWSETELEM ports 25"}, true)},
+	} {
+		if err := f.SetPorts(t.Context(), step.ports); err != nil {
+			t.Fatalf("SetPorts(%v): %v", step.ports, err)
+		}
+		if diff := cmp.Diff([][]string{step.want}, describe(t, fk.taken())); diff != "" {
+			t.Errorf("SetPorts(%v) batches (-want +got):\n%s", step.ports, diff)
+		}
+	}
+	// Later batches use the new ports.
+	if err := f.SetPorts(t.Context(), nil); err != nil {
+		t.Fatal(err)
+	}
+	fk.taken()
+	if err := f.Setup(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	got := describe(t, fk.taken())
+	if diff := cmp.Diff(rules(false), got[0][len(got[0])-4:]); diff != "" {
+		t.Errorf("Setup after SetPorts(nil): rules (-want +got):\n%s", diff)
 	}
 }
 

@@ -4,13 +4,19 @@ import (
 	"encoding/json"
 	"fmt"
 	"os/exec"
+	"slices"
 	"time"
 )
+
+// Canaries are the elements without a timeout that wormgate keeps in
+// blocked4 and blocked6 to notice a flushed set; they are no bans.
+var Canaries = []string{"255.255.255.255", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"}
 
 // Blocked reads wormgate's blocked4 and blocked6 sets of table (family
 // inet) in the namespace called nsName with the nft tool, independently of
 // wormgate's own code. It maps each address to its remaining time; an
-// element without a timeout maps to 0.
+// element without a timeout maps to 0. Wormgate's canaries (Canaries) are
+// left out.
 func Blocked(nsName, table string) (map[string]time.Duration, error) {
 	out := map[string]time.Duration{}
 	for _, set := range []string{"blocked4", "blocked6"} {
@@ -36,7 +42,9 @@ func Blocked(nsName, table string) (map[string]time.Duration, error) {
 				// A plain address, or {"elem": {"val": addr, "expires": s}}.
 				var a string
 				if json.Unmarshal(r, &a) == nil {
-					out[a] = 0
+					if !slices.Contains(Canaries, a) {
+						out[a] = 0
+					}
 					continue
 				}
 				var e struct {
