@@ -206,7 +206,10 @@ func leafType(t reflect.Type) bool {
 	case reflect.TypeFor[time.Time](), reflect.TypeFor[netip.Addr](), reflect.TypeFor[netip.Prefix]():
 		return true
 	}
-	return t.PkgPath() != "" && !strings.HasPrefix(t.PkgPath(), "github.com/wormgate/")
+	// The binary's own types are in package main, in tests under their
+	// import path.
+	p := t.PkgPath()
+	return p != "" && p != "main" && !strings.HasPrefix(p, "github.com/wormgate/")
 }
 
 // String summarises a result for the CLI.
