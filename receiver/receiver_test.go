@@ -34,7 +34,7 @@ var loopback4 = netip.MustParseAddr("127.0.0.1")
 // harness runs one Receiver on loopback for a test and, at cleanup, checks
 // that Run returns nil within a second of cancellation.
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	r      *Receiver
 	reg    *prometheus.Registry
 	cancel context.CancelFunc
@@ -42,7 +42,7 @@ type harness struct {
 	once   sync.Once
 }
 
-func start(t *testing.T, out chan syslog.Message, mod func(*Config), before ...func(*Receiver)) *harness {
+func start(t testing.TB, out chan syslog.Message, mod func(*Config), before ...func(*Receiver)) *harness {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.UDPListen = []string{"127.0.0.1:0"}
@@ -87,19 +87,23 @@ func (h *harness) stop() {
 	})
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
 }
 
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
+	if _, bench := t.(*testing.B); bench {
+		// Debug lines per connection would drown the figures.
+		return slog.New(slog.DiscardHandler)
+	}
 	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 // metric reads one series from the registry; labels are name, value pairs.
-func metric(t *testing.T, g prometheus.Gatherer, name string, labels ...string) float64 {
+func metric(t testing.TB, g prometheus.Gatherer, name string, labels ...string) float64 {
 	t.Helper()
 	mfs, err := g.Gather()
 	if err != nil {
@@ -476,6 +480,9 @@ func TestIdleTimeout(t *testing.T) {
 	if d := time.Since(begin); d < 900*time.Millisecond {
 		t.Errorf("idle sender closed after %v, before idle_timeout", d)
 	}
+	waitFor(t, "closed{tcp,idle} == 1", func() bool {
+		return metric(t, h.reg, MetricConnectionsClosed, "transport", TransportTCP, "reason", ReasonIdle) == 1
+	})
 }
 
 func TestPanicInParserIsContained(t *testing.T) {
