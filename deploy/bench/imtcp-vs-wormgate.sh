@@ -106,7 +106,7 @@ EOF
 	rsyslogd -n -f "$dir/rsyslog.conf" -i "$dir/rsyslogd.pid" 2>"$dir/stderr" &
 	local pid=$!
 	pids+=("$pid")
-	"$work/bench" -log "$work/maillog" -format "$1" -conns "$2" -addr "127.0.0.1:$rs_port" \
+	"$work/bench" -log "$work/maillog" -format "$1" -conns "$2" -addr "127.0.0.1:$rs_port" -pid "$pid" \
 		-rsyslog-out "$dir/mail.log" -rsyslog-end "$dir/end.log" || { cat "$dir/stderr" >&2; stop "$pid"; return 1; }
 	stop "$pid"
 }
@@ -115,7 +115,7 @@ run_wormgate() { # format conns events -> key=value line; bans in $work/bans-ser
 	"$work/wormgate" serve --config "$work/wormgate.yaml" 2>"$work/wormgate.stderr" &
 	local pid=$!
 	pids+=("$pid")
-	"$work/bench" -log "$work/maillog" -format "$1" -conns "$2" -addr "127.0.0.1:$wg_port" \
+	"$work/bench" -log "$work/maillog" -format "$1" -conns "$2" -addr "127.0.0.1:$wg_port" -pid "$pid" \
 		-metrics "http://127.0.0.1:$http_port/metrics" -events "$3" -bans-out "$work/bans-serve" ||
 		{ cat "$work/wormgate.stderr" >&2; stop "$pid"; return 1; }
 	stop "$pid"
@@ -136,12 +136,16 @@ for format in lf octet; do
 		echo "check ($format, $conns markers): $(sed -n 's/^check: \([0-9]* bans\) by rule.*/\1/p' "$work/check.summary"), $events events"
 		: >"$work/rs.times"
 		: >"$work/wg.times"
+		: >"$work/rs.cpu"
+		: >"$work/wg.cpu"
 		for run in $(seq "$runs"); do
 			rs=$(run_rsyslog "$format" "$conns") || { echo "rsyslog failed ($format, $conns conns)"; exit 1; }
 			wg=$(run_wormgate "$format" "$conns" "$events") || { echo "wormgate failed ($format, $conns conns)"; exit 1; }
-			echo "$format conns=$conns run $run: rsyslog $(echo "$rs" | field seconds) s (written $(echo "$rs" | field written), dropped $(echo "$rs" | field dropped)); wormgate $(echo "$wg" | field seconds) s (received $(echo "$wg" | field received), dropped $(echo "$wg" | field dropped))"
+			echo "$format conns=$conns run $run: rsyslog $(echo "$rs" | field seconds) s, CPU $(echo "$rs" | field cpu) s (written $(echo "$rs" | field written), dropped $(echo "$rs" | field dropped)); wormgate $(echo "$wg" | field seconds) s, CPU $(echo "$wg" | field cpu) s (received $(echo "$wg" | field received), dropped $(echo "$wg" | field dropped))"
 			echo "$rs" | field seconds >>"$work/rs.times"
 			echo "$wg" | field seconds >>"$work/wg.times"
+			echo "$rs" | field cpu >>"$work/rs.cpu"
+			echo "$wg" | field cpu >>"$work/wg.cpu"
 			if [ "$(echo "$rs" | field dropped)" != 0 ]; then echo "MISSED: rsyslog lost lines"; fail=1; fi
 			if [ "$(echo "$wg" | field dropped)" != 0 ]; then echo "MISSED: wormgate dropped messages"; fail=1; fi
 			if ! diff -q "$work/bans-check" "$work/bans-serve" >/dev/null; then
@@ -153,7 +157,8 @@ for format in lf octet; do
 		rs_med=$(median <"$work/rs.times")
 		wg_med=$(median <"$work/wg.times")
 		ratio=$(echo "$rs_med / $wg_med" | bc -l)
-		report+=("$(printf '%-6s %5d %12.3f %12.3f %8.2fx' "$format" "$conns" "$rs_med" "$wg_med" "$ratio")")
+		report+=("$(printf '%-6s %5d %12.3f %12.3f %8.2fx %12.2f %12.2f' "$format" "$conns" "$rs_med" "$wg_med" "$ratio" \
+			"$(median <"$work/rs.cpu")" "$(median <"$work/wg.cpu")")")
 		if [ "$(echo "$ratio >= $target" | bc -l)" != 1 ]; then
 			echo "MISSED: $format over $conns connection(s): wormgate only $(printf %.2f "$ratio")x rsyslog"
 			fail=1
@@ -162,8 +167,9 @@ for format in lf octet; do
 done
 
 echo
-echo "median of $runs, seconds from first byte to last message processed ($(wc -l <"$work/maillog") lines + 1 marker per connection)"
-printf '%-6s %5s %12s %12s %9s\n' format conns rsyslog wormgate ratio
+echo "median of $runs, seconds from first byte to last message processed ($(wc -l <"$work/maillog") lines + 1 marker per connection),"
+echo "and CPU seconds each process used meanwhile (the machine's load moves the wall times, hardly the CPU)"
+printf '%-6s %5s %12s %12s %9s %12s %12s\n' format conns rsyslog wormgate ratio "rsyslog CPU" "wormgate CPU"
 printf '%s\n' "${report[@]}"
 [ $fail = 0 ] && echo "all targets met (>= ${target}x, 0 drops, serve's bans = check's)"
 exit $fail
