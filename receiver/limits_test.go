@@ -3,6 +3,7 @@ package receiver
 import (
 	"crypto/tls"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -24,7 +25,8 @@ func dialFrom(t *testing.T, src string, a net.Addr) (net.Conn, error) {
 // TestSenderCannotTakeEverySlot: one sender opening 1,100 idle
 // connections, plain and TLS, holds at most max_connections_per_sender of
 // them; the rest are closed and counted, and a second sender still
-// connects and delivers, over TCP and TLS.
+// connects and delivers, over TCP and TLS. With TestSlowlorisClosed, this
+// is issue 10's acceptance 8.
 func TestSenderCannotTakeEverySlot(t *testing.T) {
 	certFile, keyFile, pool := writeCert(t)
 	out := make(chan syslog.Message, 4)
@@ -174,4 +176,28 @@ func TestIdleWithoutMessagesClosed(t *testing.T) {
 	}
 	send(t, busy, wire3164+"\n")
 	check(t, want3164(TransportTCP, loopback4), recv(t, out))
+}
+
+// TestBackpressureIsNotIdleness: while the matcher does not keep up, a
+// stream waits for it (and TCP holds the sender back); that time does not
+// count against the sender, however much longer than idle_timeout and
+// message_timeout it is.
+func TestBackpressureIsNotIdleness(t *testing.T) {
+	out := make(chan syslog.Message) // nobody reads until the stall ends
+	h := start(t, out, func(c *Config) { c.IdleTimeout, c.MessageTimeout = time.Second, time.Second })
+	c := dial(t, "tcp", h.r.TCPAddrs()[0])
+	const n = 3
+	// The last message is cut in two: a frame under way across the stall.
+	msgs := strings.Repeat(wire3164+"\n", n)
+	send(t, c, msgs[:len(msgs)-20])
+	time.Sleep(2500 * time.Millisecond)
+	send(t, c, msgs[len(msgs)-20:])
+	for range n {
+		check(t, want3164(TransportTCP, loopback4), recv(t, out))
+	}
+	for _, reason := range closeReasons {
+		if got := metric(t, h.reg, MetricConnectionsClosed, "transport", TransportTCP, "reason", reason); got != 0 {
+			t.Errorf("closed{tcp,%s} = %v, want 0: the stall was ours", reason, got)
+		}
+	}
 }

@@ -125,6 +125,9 @@ func (s *streamReader) forward(ctx context.Context, out chan<- syslog.Message, m
 		case <-ctx.Done():
 			return false
 		}
+		// The sender was held up by us, not idle or slow: its clocks
+		// start again from here.
+		s.readAt = time.Now()
 	}
 	s.pending++
 	return true
