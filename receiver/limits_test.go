@@ -1,7 +1,6 @@
 package receiver
 
 import (
-	"crypto/tls"
 	"net"
 	"strings"
 	"testing"
@@ -28,12 +27,8 @@ func dialFrom(t *testing.T, src string, a net.Addr) (net.Conn, error) {
 // connects and delivers, over TCP and TLS. With TestSlowlorisClosed, this
 // is issue 10's acceptance 8.
 func TestSenderCannotTakeEverySlot(t *testing.T) {
-	certFile, keyFile, pool := writeCert(t)
 	out := make(chan syslog.Message, 4)
-	h := start(t, out, func(c *Config) {
-		c.TLSListen = []string{"127.0.0.1:0"}
-		c.TLSCertFile, c.TLSKeyFile = certFile, keyFile
-	})
+	h, pool := startTLS(t, out, nil)
 	const flood = 1100
 	per := DefaultConfig().MaxConnectionsPerSender
 	// Each flood from its own address: the limit is per sender across
@@ -59,11 +54,7 @@ func TestSenderCannotTakeEverySlot(t *testing.T) {
 				t.Fatalf("second sender: %v", err)
 			}
 			if tc.transport == TransportTLS {
-				tc := tls.Client(c, &tls.Config{RootCAs: pool, ServerName: "wormgate.test"})
-				if err := tc.Handshake(); err != nil {
-					t.Fatalf("second sender's TLS handshake: %v", err)
-				}
-				c = tc
+				c = handshake(t, c, pool)
 			}
 			send(t, c, wire3164+"\n")
 			if m := recv(t, out); m.Peer.String() != "127.0.0.2" {
@@ -78,14 +69,8 @@ func TestSenderCannotTakeEverySlot(t *testing.T) {
 // of its first byte and counted as slow, over TCP and TLS; a normal
 // sender on a second connection keeps delivering throughout.
 func TestSlowlorisClosed(t *testing.T) {
-	certFile, keyFile, pool := writeCert(t)
 	out := make(chan syslog.Message, 64)
-	h := start(t, out, func(c *Config) {
-		c.TLSListen = []string{"127.0.0.1:0"}
-		c.TLSCertFile, c.TLSKeyFile = certFile, keyFile
-		c.MessageTimeout = time.Second
-		c.IdleTimeout = time.Minute
-	})
+	h, pool := startTLS(t, out, func(c *Config) { c.MessageTimeout, c.IdleTimeout = time.Second, time.Minute })
 	const bound = time.Second
 	for _, tc := range []struct {
 		transport string
@@ -95,11 +80,7 @@ func TestSlowlorisClosed(t *testing.T) {
 			connect := func() net.Conn {
 				c := dial(t, "tcp", tc.addr)
 				if tc.transport == TransportTLS {
-					tc := tls.Client(c, &tls.Config{RootCAs: pool, ServerName: "wormgate.test"})
-					if err := tc.Handshake(); err != nil {
-						t.Fatalf("handshake: %v", err)
-					}
-					return tc
+					return handshake(t, c, pool)
 				}
 				return c
 			}

@@ -511,12 +511,8 @@ func TestPanicInParserIsContained(t *testing.T) {
 // harness checks) although stream senders are idle, mid-frame, blocked on
 // the output channel, or stuck before the TLS handshake.
 func TestShutdownWithIdleClients(t *testing.T) {
-	certFile, keyFile, _ := writeCert(t)
 	out := make(chan syslog.Message) // never read
-	h := start(t, out, func(c *Config) {
-		c.TLSListen = []string{"127.0.0.1:0"}
-		c.TLSCertFile, c.TLSKeyFile = certFile, keyFile
-	})
+	h, _ := startTLS(t, out, nil)
 	var clients []net.Conn
 	for range 4 {
 		clients = append(clients, dial(t, "tcp", h.r.TCPAddrs()[0]))
@@ -540,12 +536,8 @@ func TestShutdownWithIdleClients(t *testing.T) {
 }
 
 func TestTLS(t *testing.T) {
-	certFile, keyFile, pool := writeCert(t)
 	out := make(chan syslog.Message, 4)
-	h := start(t, out, func(c *Config) {
-		c.TLSListen = []string{"127.0.0.1:0"}
-		c.TLSCertFile, c.TLSKeyFile = certFile, keyFile
-	})
+	h, pool := startTLS(t, out, nil)
 	addr := h.r.TLSAddrs()[0]
 
 	// A client that connects and never handshakes must not hold up others.
@@ -576,13 +568,29 @@ func TestTLS(t *testing.T) {
 	noMessage(t, out)
 }
 
-// writeCert issues a certificate for "wormgate.test" from a test CA and
-// returns the PEM file paths and a pool trusting the CA.
-func writeCert(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
+// startTLS starts a receiver that also listens for TLS, with a
+// certificate for "wormgate.test" from a test CA; pool trusts the CA.
+func startTLS(t *testing.T, out chan syslog.Message, mod func(*Config)) (h *harness, pool *x509.CertPool) {
 	t.Helper()
 	ca := tlstest.NewCA(t, "wormgate test CA")
-	certFile, keyFile = ca.Issue(t, "wormgate.test")
-	return certFile, keyFile, ca.Pool()
+	certFile, keyFile := ca.Issue(t, "wormgate.test")
+	return start(t, out, func(c *Config) {
+		c.TLSListen = []string{"127.0.0.1:0"}
+		c.TLSCertFile, c.TLSKeyFile = certFile, keyFile
+		if mod != nil {
+			mod(c)
+		}
+	}), ca.Pool()
+}
+
+// handshake makes c a TLS client connection to "wormgate.test".
+func handshake(t *testing.T, c net.Conn, pool *x509.CertPool) net.Conn {
+	t.Helper()
+	tc := tls.Client(c, &tls.Config{RootCAs: pool, ServerName: "wormgate.test"})
+	if err := tc.Handshake(); err != nil {
+		t.Fatalf("TLS handshake: %v", err)
+	}
+	return tc
 }
 
 func TestOpenBusyPort(t *testing.T) {

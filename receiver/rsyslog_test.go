@@ -11,33 +11,9 @@ import (
 	"time"
 
 	"github.com/wormgate/wormgate/receiver/syslog"
+	"github.com/wormgate/wormgate/receiver/syslog/syslogtest"
 	"github.com/wormgate/wormgate/receiver/tlstest"
 )
-
-// require skips a test when a program or file is missing, except under
-// CI=true, where it is a failure.
-func require(t *testing.T, what string, ok bool) {
-	t.Helper()
-	if ok {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("needs %s (CI=true, so this is a failure, not a skip)", what)
-	}
-	t.Skipf("needs %s", what)
-}
-
-func haveCmd(name string) bool {
-	_, err := exec.LookPath(name)
-	return err == nil
-}
-
-// haveGTLS reports whether rsyslog's TLS driver is installed.
-func haveGTLS() bool {
-	mods, _ := filepath.Glob("/usr/lib/*/rsyslog/lmnsd_gtls.so")
-	more, _ := filepath.Glob("/usr/lib/rsyslog/lmnsd_gtls.so")
-	return len(mods)+len(more) > 0
-}
 
 // TestRsyslogReconnectsAfterIdleClose: the real rsyslogd with the shipped
 // forwarding snippets (deploy/rsyslog-forward.conf, and -tls.conf) keeps
@@ -45,7 +21,7 @@ func haveGTLS() bool {
 // the next line, sent alone, and the lines after it arrive over a new
 // connection: none is lost.
 func TestRsyslogReconnectsAfterIdleClose(t *testing.T) {
-	require(t, "rsyslogd (apt-get install rsyslog)", haveCmd("rsyslogd"))
+	syslogtest.RequireRsyslogd(t, false)
 	for _, transport := range []string{TransportTCP, TransportTLS} {
 		t.Run(transport, func(t *testing.T) {
 			dir := t.TempDir()
@@ -54,7 +30,7 @@ func TestRsyslogReconnectsAfterIdleClose(t *testing.T) {
 			edits := map[string]string{}
 			mod := func(c *Config) { c.IdleTimeout = time.Second }
 			if transport == TransportTLS {
-				require(t, "rsyslog's gtls driver (apt-get install rsyslog-gnutls)", haveGTLS())
+				syslogtest.RequireRsyslogd(t, true)
 				ca := tlstest.NewCA(t, "site syslog CA")
 				srvCert, srvKey := ca.Issue(t, "wormgate.test")
 				mxCert, mxKey := ca.Issue(t, "mx1.example.test")
@@ -150,19 +126,7 @@ module(load="imudp")
 input(type="imudp" address="127.0.0.1" port=%q)
 include(file=%q)
 `, dir, inPort, filepath.Join(dir, "forward.conf")))
-	cmd := exec.CommandContext(t.Context(), "rsyslogd", "-n", "-f", conf, "-i", filepath.Join(dir, "rsyslogd.pid"))
-	var rsLog strings.Builder
-	cmd.Stdout, cmd.Stderr = &rsLog, &rsLog
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("rsyslogd output:\n%s", rsLog.String())
-		}
-	})
+	syslogtest.RunRsyslogd(t, exec.CommandContext(t.Context(), "rsyslogd", "-n", "-f", conf, "-i", filepath.Join(dir, "rsyslogd.pid")))
 	// Unconnected, so that the refusals before rsyslogd binds are not
 	// reported to later writes.
 	u, err := net.ListenPacket("udp", "127.0.0.1:0")
