@@ -158,3 +158,37 @@ func writeFrames(w io.Writer, stream []byte, ends []int, n int) error {
 	}
 	return nil
 }
+
+// TestFrameReaderInPlace: frames of rsyslog's two TCP formats come out of
+// the read buffer itself, with no allocation and no copy per message.
+func TestFrameReaderInPlace(t *testing.T) {
+	for _, format := range []string{formatLF, formatOctet} {
+		t.Run(format, func(t *testing.T) {
+			stream, ends := wireStream(t, format, 1000)
+			fr := newFrameReader(&loopReader{b: stream}, DefaultConfig().MaxMessageSize)
+			if n := testing.AllocsPerRun(5000, func() {
+				if _, err := fr.Next(); err != nil {
+					t.Fatal(err)
+				}
+			}); n != 0 {
+				t.Errorf("%v allocations per frame, want 0", n)
+			}
+			// Frames that lie wholly in the buffer are slices of it: only
+			// a frame cut by the buffer's end is assembled.
+			fr = newFrameReader(&loopReader{b: stream}, DefaultConfig().MaxMessageSize)
+			inPlace := 0
+			for range len(ends) {
+				b, err := fr.Next()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(fr.acc) == 0 || &b[0] != &fr.acc[0] {
+					inPlace++
+				}
+			}
+			if want := len(ends) * 95 / 100; inPlace < want {
+				t.Errorf("%d of %d frames read in place, want at least %d", inPlace, len(ends), want)
+			}
+		})
+	}
+}
