@@ -32,6 +32,8 @@
 # rsyslog in every format and connection count (medians), 0 messages
 # dropped by either, serve's bans equal to check's.
 set -euo pipefail
+# Both ban lists are sorted bytewise.
+export LC_ALL=C
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -52,8 +54,11 @@ trap cleanup EXIT
 cd "$root"
 go build -o "$work/wormgate" ./cmd/wormgate
 go build -o "$work/bench" ./deploy/bench
-go run ./cmd/wormgate/bench -lines "$lines" | head -n "$lines" >"$work/maillog"
-echo "log: $(wc -l <"$work/maillog") lines, $(du -m "$work/maillog" | cut -f1) MB; $(nproc) CPUs; $(rsyslogd -v | head -1)"
+# The generator ends a session past the count: cut it to exactly LINES.
+go run ./cmd/wormgate/bench -lines "$lines" >"$work/generated"
+head -n "$lines" "$work/generated" >"$work/maillog"
+rm "$work/generated"
+echo "log: $(wc -l <"$work/maillog") lines, $(du -m "$work/maillog" | cut -f1) MB; $(nproc) CPUs; $(rsyslogd -v 2>/dev/null | sed -n '1s/ compiled with://p')"
 
 wg_port=$("$work/bench" -free-port)
 http_port=$("$work/bench" -free-port)
@@ -90,7 +95,7 @@ stop() {
 	pids=("${keep[@]}")
 }
 
-run_rsyslog() { # format conns -> key=value line
+run_rsyslog() { # format conns; prints bench's key=value line
 	local dir=$work/rsyslog
 	rm -rf "$dir" && mkdir -p "$dir"
 	cat >"$dir/rsyslog.conf" <<EOF
@@ -111,7 +116,7 @@ EOF
 	stop "$pid"
 }
 
-run_wormgate() { # format conns events -> key=value line; bans in $work/bans-serve
+run_wormgate() { # format conns events; prints bench's key=value line, bans in $work/bans-serve
 	"$work/wormgate" serve --config "$work/wormgate.yaml" 2>"$work/wormgate.stderr" &
 	local pid=$!
 	pids+=("$pid")
@@ -139,8 +144,11 @@ for format in lf octet; do
 		: >"$work/rs.cpu"
 		: >"$work/wg.cpu"
 		for run in $(seq "$runs"); do
-			rs=$(run_rsyslog "$format" "$conns") || { echo "rsyslog failed ($format, $conns conns)"; exit 1; }
-			wg=$(run_wormgate "$format" "$conns" "$events") || { echo "wormgate failed ($format, $conns conns)"; exit 1; }
+			# Not in $(...): the trap must know the PIDs they start.
+			run_rsyslog "$format" "$conns" >"$work/rs.out" || { echo "rsyslog failed ($format, $conns conns)"; exit 1; }
+			run_wormgate "$format" "$conns" "$events" >"$work/wg.out" || { echo "wormgate failed ($format, $conns conns)"; exit 1; }
+			rs=$(cat "$work/rs.out")
+			wg=$(cat "$work/wg.out")
 			echo "$format conns=$conns run $run: rsyslog $(echo "$rs" | field seconds) s, CPU $(echo "$rs" | field cpu) s (written $(echo "$rs" | field written), dropped $(echo "$rs" | field dropped)); wormgate $(echo "$wg" | field seconds) s, CPU $(echo "$wg" | field cpu) s (received $(echo "$wg" | field received), dropped $(echo "$wg" | field dropped))"
 			echo "$rs" | field seconds >>"$work/rs.times"
 			echo "$wg" | field seconds >>"$work/wg.times"
