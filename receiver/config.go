@@ -45,8 +45,15 @@ type Config struct {
 	// these for at most the handshake timeout, never a connection slot of
 	// the others.
 	MaxTLSHandshakes int `yaml:"max_tls_handshakes"`
-	// IdleTimeout closes a stream sender that sent nothing for this long.
+	// IdleTimeout closes a stream connection that brought no complete
+	// message for this long, whatever bytes it sent (a lone LF, half a
+	// message). rsyslog keeps its connection open however quiet the MX
+	// is, and opens a new one when it has something to send.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// MessageTimeout closes a stream connection on which a message has
+	// begun and is not complete this long after its first byte: a
+	// slowloris trickling bytes holds a slot for at most this long.
+	MessageTimeout time.Duration `yaml:"message_timeout"`
 	// UDPReadBuffer is the socket receive buffer wanted for UDP; the
 	// kernel default is kept when it is larger.
 	UDPReadBuffer int `yaml:"udp_read_buffer"`
@@ -81,6 +88,7 @@ func DefaultConfig() Config {
 		MaxConnectionsPerSender: 32,
 		MaxTLSHandshakes:        64,
 		IdleTimeout:             10 * time.Minute,
+		MessageTimeout:          30 * time.Second,
 		UDPReadBuffer:           4 << 20,
 	}
 }
@@ -163,6 +171,9 @@ func (c Config) Validate() error {
 	}
 	if c.IdleTimeout < time.Second {
 		bad("idle_timeout", configerr.ErrOutOfRange, "%v is out of range (at least 1s)", c.IdleTimeout)
+	}
+	if c.MessageTimeout < time.Second {
+		bad("message_timeout", configerr.ErrOutOfRange, "%v is out of range (at least 1s)", c.MessageTimeout)
 	}
 	if c.UDPReadBuffer < 0 || c.UDPReadBuffer > maxReadBuffer {
 		bad("udp_read_buffer", configerr.ErrOutOfRange, "%d is out of range (0-%d)", c.UDPReadBuffer, maxReadBuffer)

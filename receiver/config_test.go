@@ -58,6 +58,8 @@ func TestValidate(t *testing.T) {
 			[]string{"max_connections: 0 is out of range (at least 1)"}, configerr.ErrOutOfRange},
 		{"idle timeout zero", func(c *Config) { c.IdleTimeout = 0 },
 			[]string{"idle_timeout: 0s is out of range (at least 1s)"}, configerr.ErrOutOfRange},
+		{"message timeout under a second", func(c *Config) { c.MessageTimeout = 500 * time.Millisecond },
+			[]string{"message_timeout: 500ms is out of range (at least 1s)"}, configerr.ErrOutOfRange},
 		{"negative read buffer", func(c *Config) { c.UDPReadBuffer = -1 },
 			[]string{"udp_read_buffer: -1 is out of range (0-1073741824)"}, configerr.ErrOutOfRange},
 	}
@@ -102,6 +104,7 @@ tls_key_file: /etc/wormgate/key.pem
 allowed_senders: [192.0.2.0/24, "2001:db8::/32"]
 max_message_size: 8192
 idle_timeout: 90s
+message_timeout: 20s
 `
 	got := DefaultConfig()
 	if err := yaml.Unmarshal([]byte(src), &got); err != nil {
@@ -114,6 +117,7 @@ idle_timeout: 90s
 	want.AllowedSenders = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("2001:db8::/32")}
 	want.MaxMessageSize = 8192
 	want.IdleTimeout = 90 * time.Second
+	want.MessageTimeout = 20 * time.Second
 	if diff := cmp.Diff(want, got, cmpopts.EquateComparable(netip.Prefix{})); diff != "" {
 		t.Errorf("config mismatch (-want +got):\n%s", diff)
 	}

@@ -29,6 +29,11 @@ type frameReader struct {
 	br  *bufio.Reader
 	max int
 	acc []byte
+	// begun and ended count the frames whose first byte has been read and
+	// those that are complete (returned or skipped as oversize): the
+	// connection's timeouts tell an idle sender (begun == ended) from one
+	// that is in the middle of a message.
+	begun, ended uint64
 }
 
 func newFrameReader(r io.Reader, max int) *frameReader {
@@ -40,25 +45,44 @@ func newFrameReader(r io.Reader, max int) *frameReader {
 // errFraming (fatal), errOversize (frame skipped) or the read error.
 func (f *frameReader) Next() ([]byte, error) {
 	for {
-		c, err := f.br.ReadByte()
-		if err != nil {
-			return nil, err
+		// Separators between frames, e.g. the LF some senders put after
+		// an octet-counted frame, are skipped in place.
+		buf, _ := f.br.Peek(f.br.Buffered())
+		i := 0
+		for i < len(buf) && (buf[i] == '\n' || buf[i] == '\r' || buf[i] == 0) {
+			i++
 		}
-		switch c {
-		case '\n', '\r', 0:
-			// Separators between frames, e.g. the LF some senders put
-			// after an octet-counted frame.
+		_, _ = f.br.Discard(i)
+		if i == len(buf) {
+			if _, err := f.br.Peek(1); err != nil {
+				return nil, err
+			}
 			continue
 		}
-		_ = f.br.UnreadByte()
+		c := buf[i]
+		f.begun++
+		var b []byte
+		var err error
 		if c == '-' || isDigit(c) {
-			return f.octetCounted()
+			b, err = f.octetCounted()
+		} else {
+			b, err = f.line()
 		}
-		return f.line()
+		if err == nil || errors.Is(err, errOversize) {
+			f.ended++
+		}
+		return b, err
 	}
 }
 
 func (f *frameReader) octetCounted() ([]byte, error) {
+	// Mostly the count and the whole frame are buffered: the frame is
+	// returned in place, with no copy.
+	buf, _ := f.br.Peek(f.br.Buffered())
+	if n, sp, ok := octetCount(buf, f.max); ok && len(buf)-sp-1 >= n {
+		_, _ = f.br.Discard(sp + 1 + n)
+		return buf[sp+1 : sp+1+n], nil
+	}
 	n, digits := 0, 0
 	for {
 		c, err := f.br.ReadByte()
@@ -94,6 +118,27 @@ func (f *frameReader) octetCounted() ([]byte, error) {
 		return nil, truncated(err)
 	}
 	return f.acc, nil
+}
+
+// octetCount reads a valid "MSG-LEN SP" at the start of b: the length and
+// the offset of the space. Anything else, including a count cut short by
+// the end of b, is left to the byte-wise reader, which knows the errors.
+func octetCount(b []byte, max int) (n, sp int, ok bool) {
+	if len(b) == 0 || b[0] == '0' {
+		return 0, 0, false
+	}
+	for i, c := range b {
+		switch {
+		case c == ' ' && i > 0:
+			return n, i, true
+		case !isDigit(c):
+			return 0, 0, false
+		}
+		if n = n*10 + int(c-'0'); n > max {
+			return 0, 0, false
+		}
+	}
+	return 0, 0, false
 }
 
 // truncated maps an end of stream inside a frame to a framing error; other

@@ -13,6 +13,9 @@ const (
 	MetricDropped         = "wormgate_syslog_dropped_total"
 	MetricConnections     = "wormgate_syslog_connections"
 	MetricTLSHandshakeErr = "wormgate_syslog_tls_handshake_failures_total"
+	// MetricConnectionsClosed counts stream connections the receiver cut
+	// off, by transport and reason (ReasonIdle, ReasonSlow).
+	MetricConnectionsClosed = "wormgate_syslog_connections_closed_total"
 )
 
 // Transports, the values of Message.Transport and of the transport label.
@@ -37,7 +40,18 @@ const (
 	ReasonHandshakeLimit = "handshake_limit"
 )
 
+// Reasons for closing a connection, the values of the reason label of
+// MetricConnectionsClosed.
+const (
+	// ReasonIdle: no complete message for idle_timeout.
+	ReasonIdle = "idle"
+	// ReasonSlow: a message begun and not complete within
+	// message_timeout (a slowloris).
+	ReasonSlow = "slow"
+)
+
 var (
+	closeReasons  = []string{ReasonIdle, ReasonSlow}
 	netTransports = []string{TransportUDP, TransportTCP, TransportTLS}
 	dropReasons   = []string{ReasonSenderDenied, ReasonParseError, ReasonOversize, ReasonFraming, ReasonQueueFull, ReasonConnLimit,
 		ReasonSenderConnLimit, ReasonHandshakeLimit}
@@ -56,6 +70,8 @@ type transportMetrics struct {
 	senderLimit  prometheus.Counter
 	hsLimit      prometheus.Counter
 	conns        prometheus.Gauge // nil for UDP
+	// closed is by reason; nil for UDP.
+	closed map[string]prometheus.Counter
 }
 
 type metrics struct {
@@ -76,12 +92,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: MetricConnections,
 		Help: "Open syslog stream connections.",
 	}, []string{"transport"})
+	closed := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: MetricConnectionsClosed,
+		Help: "Syslog stream connections closed by the receiver, by reason: idle (no complete message for idle_timeout) or slow (a message not complete within message_timeout).",
+	}, []string{"transport", "reason"})
 	hs := prometheus.NewCounter(prometheus.CounterOpts{
 		Name: MetricTLSHandshakeErr,
 		Help: "TLS handshakes with syslog senders that failed or timed out.",
 	})
 	if reg != nil {
-		for _, c := range []prometheus.Collector{messages, dropped, conns, hs} {
+		for _, c := range []prometheus.Collector{messages, dropped, conns, closed, hs} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("register metrics: %w", err)
 			}
@@ -114,6 +134,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}
 		if tr != TransportUDP {
 			tm.conns = conns.WithLabelValues(tr)
+			tm.closed = make(map[string]prometheus.Counter, len(closeReasons))
+			for _, r := range closeReasons {
+				tm.closed[r] = closed.WithLabelValues(tr, r)
+			}
 		}
 		m.by[tr] = tm
 	}

@@ -25,9 +25,6 @@ const (
 	// handshakeTimeout bounds a TLS handshake; it runs in the connection's
 	// goroutine, so a silent client only holds its own slot.
 	handshakeTimeout = 10 * time.Second
-	// deadlineEvery limits how often the idle deadline is pushed forward;
-	// once per frame would cost a timer update per message.
-	deadlineEvery = time.Second
 	// denyLogEvery is how often one denied sender may be logged at Warn.
 	denyLogEvery = time.Minute
 	// denyLogBurst bounds Warn lines for denied senders per denyLogEvery,
@@ -293,14 +290,14 @@ func (r *Receiver) serveUDP(ctx context.Context, c *net.UDPConn) error {
 			r.denied(tm, TransportUDP, peer)
 			continue
 		}
-		r.datagram(ctx, tm, peer, buf[:n])
+		r.datagram(tm, peer, buf[:n], time.Now())
 	}
 }
 
 // datagram handles one UDP payload. Normally it is one message; senders
 // that batch put several LF-separated lines in one datagram. Splitting only
 // where a new "<PRI>" follows keeps a multi-line message in one piece.
-func (r *Receiver) datagram(ctx context.Context, tm *transportMetrics, peer netip.Addr, b []byte) {
+func (r *Receiver) datagram(tm *transportMetrics, peer netip.Addr, b []byte, now time.Time) {
 	for len(b) > 0 {
 		end := len(b)
 		next := len(b)
@@ -320,43 +317,41 @@ func (r *Receiver) datagram(ctx context.Context, tm *transportMetrics, peer neti
 			r.log.Debug("oversize syslog datagram dropped", "peer", peer.String(), "len", len(frame))
 			continue
 		}
-		r.handle(ctx, tm, TransportUDP, peer, frame, false)
+		msg, ok := r.parseFrame(tm, TransportUDP, peer, frame, now)
+		if !ok {
+			continue
+		}
+		// UDP cannot push back: a full queue drops and counts instead of
+		// stalling the socket.
+		select {
+		case r.out <- msg:
+			tm.messages.Inc()
+		default:
+			tm.queueFull.Inc()
+			r.log.Debug("output queue full, syslog datagram dropped", "peer", peer.String())
+		}
 	}
 }
 
-// handle parses one frame and forwards it. Streams block (backpressure
-// reaches the sender through TCP); UDP cannot push back, so a full queue
-// drops and counts instead of stalling the socket.
-func (r *Receiver) handle(ctx context.Context, tm *transportMetrics, transport string, peer netip.Addr, frame []byte, block bool) {
+// parseFrame parses one frame received at now; what does not parse (or
+// panics the parser) is counted and logged at Debug.
+func (r *Receiver) parseFrame(tm *transportMetrics, transport string, peer netip.Addr, frame []byte, now time.Time) (msg syslog.Message, ok bool) {
 	defer func() {
 		if p := recover(); p != nil {
 			tm.parseError.Inc()
 			r.log.Error("panic while parsing syslog message", "transport", transport, "peer", peer.String(), "panic", fmt.Sprint(p))
+			msg, ok = syslog.Message{}, false
 		}
 	}()
-	msg, err := r.parse(frame, time.Now(), r.loc)
+	msg, err := r.parse(frame, now, r.loc)
 	if err != nil {
 		tm.parseError.Inc()
 		r.log.Debug("unparsable syslog message dropped", "transport", transport, "peer", peer.String(), "err", err)
-		return
+		return syslog.Message{}, false
 	}
 	msg.Peer = peer
 	msg.Transport = transport
-	if block {
-		select {
-		case r.out <- msg:
-			tm.messages.Inc()
-		case <-ctx.Done():
-		}
-		return
-	}
-	select {
-	case r.out <- msg:
-		tm.messages.Inc()
-	default:
-		tm.queueFull.Inc()
-		r.log.Debug("output queue full, syslog datagram dropped", "peer", peer.String())
-	}
+	return msg, true
 }
 
 func (r *Receiver) accept(ctx context.Context, g *errgroup.Group, l net.Listener, transport string) error {
@@ -481,17 +476,16 @@ func (r *Receiver) serveStream(ctx context.Context, c net.Conn, transport string
 		conn = tc
 	}
 	log.Debug("syslog sender connected")
-	fr := newFrameReader(conn, r.cfg.MaxMessageSize)
-	var pushed time.Time
+	sr := newStreamReader(conn, r.cfg, tm.messages)
+	defer sr.flush()
 	for {
-		if now := time.Now(); now.Sub(pushed) >= deadlineEvery {
-			_ = c.SetReadDeadline(now.Add(r.cfg.IdleTimeout))
-			pushed = now
-		}
-		frame, err := fr.Next()
+		frame, err := sr.fr.Next()
 		switch {
 		case err == nil:
-			r.handle(ctx, tm, transport, peer, frame, true)
+			msg, ok := r.parseFrame(tm, transport, peer, frame, sr.readAt)
+			if ok && !sr.forward(ctx, r.out, msg) {
+				return
+			}
 		case errors.Is(err, errOversize):
 			tm.oversize.Inc()
 			log.Debug("oversize syslog frame discarded", "max_message_size", r.cfg.MaxMessageSize)
@@ -502,8 +496,13 @@ func (r *Receiver) serveStream(ctx context.Context, c net.Conn, transport string
 		case errors.Is(err, io.EOF):
 			log.Debug("syslog sender disconnected")
 			return
+		case sr.timedOut != "":
+			tm.closed[sr.timedOut].Inc()
+			log.Debug("syslog connection closed", "reason", sr.timedOut,
+				"idle_timeout", r.cfg.IdleTimeout, "message_timeout", r.cfg.MessageTimeout)
+			return
 		default:
-			// Idle timeout, reset, or our own shutdown closing the socket.
+			// Reset, or our own shutdown closing the socket.
 			log.Debug("syslog connection ended", "err", err)
 			return
 		}

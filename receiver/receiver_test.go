@@ -34,7 +34,7 @@ var loopback4 = netip.MustParseAddr("127.0.0.1")
 // harness runs one Receiver on loopback for a test and, at cleanup, checks
 // that Run returns nil within a second of cancellation.
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	r      *Receiver
 	reg    *prometheus.Registry
 	cancel context.CancelFunc
@@ -42,7 +42,7 @@ type harness struct {
 	once   sync.Once
 }
 
-func start(t *testing.T, out chan syslog.Message, mod func(*Config), before ...func(*Receiver)) *harness {
+func start(t testing.TB, out chan syslog.Message, mod func(*Config), before ...func(*Receiver)) *harness {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.UDPListen = []string{"127.0.0.1:0"}
@@ -87,19 +87,23 @@ func (h *harness) stop() {
 	})
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
 }
 
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
+	if _, bench := t.(*testing.B); bench {
+		// Debug lines per connection would drown the figures.
+		return slog.New(slog.DiscardHandler)
+	}
 	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 // metric reads one series from the registry; labels are name, value pairs.
-func metric(t *testing.T, g prometheus.Gatherer, name string, labels ...string) float64 {
+func metric(t testing.TB, g prometheus.Gatherer, name string, labels ...string) float64 {
 	t.Helper()
 	mfs, err := g.Gather()
 	if err != nil {
@@ -476,6 +480,9 @@ func TestIdleTimeout(t *testing.T) {
 	if d := time.Since(begin); d < 900*time.Millisecond {
 		t.Errorf("idle sender closed after %v, before idle_timeout", d)
 	}
+	waitFor(t, "closed{tcp,idle} == 1", func() bool {
+		return metric(t, h.reg, MetricConnectionsClosed, "transport", TransportTCP, "reason", ReasonIdle) == 1
+	})
 }
 
 func TestPanicInParserIsContained(t *testing.T) {
@@ -504,12 +511,8 @@ func TestPanicInParserIsContained(t *testing.T) {
 // harness checks) although stream senders are idle, mid-frame, blocked on
 // the output channel, or stuck before the TLS handshake.
 func TestShutdownWithIdleClients(t *testing.T) {
-	certFile, keyFile, _ := writeCert(t)
 	out := make(chan syslog.Message) // never read
-	h := start(t, out, func(c *Config) {
-		c.TLSListen = []string{"127.0.0.1:0"}
-		c.TLSCertFile, c.TLSKeyFile = certFile, keyFile
-	})
+	h, _ := startTLS(t, out, nil)
 	var clients []net.Conn
 	for range 4 {
 		clients = append(clients, dial(t, "tcp", h.r.TCPAddrs()[0]))
@@ -533,12 +536,8 @@ func TestShutdownWithIdleClients(t *testing.T) {
 }
 
 func TestTLS(t *testing.T) {
-	certFile, keyFile, pool := writeCert(t)
 	out := make(chan syslog.Message, 4)
-	h := start(t, out, func(c *Config) {
-		c.TLSListen = []string{"127.0.0.1:0"}
-		c.TLSCertFile, c.TLSKeyFile = certFile, keyFile
-	})
+	h, pool := startTLS(t, out, nil)
 	addr := h.r.TLSAddrs()[0]
 
 	// A client that connects and never handshakes must not hold up others.
@@ -569,13 +568,29 @@ func TestTLS(t *testing.T) {
 	noMessage(t, out)
 }
 
-// writeCert issues a certificate for "wormgate.test" from a test CA and
-// returns the PEM file paths and a pool trusting the CA.
-func writeCert(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
+// startTLS starts a receiver that also listens for TLS, with a
+// certificate for "wormgate.test" from a test CA; pool trusts the CA.
+func startTLS(t *testing.T, out chan syslog.Message, mod func(*Config)) (h *harness, pool *x509.CertPool) {
 	t.Helper()
 	ca := tlstest.NewCA(t, "wormgate test CA")
-	certFile, keyFile = ca.Issue(t, "wormgate.test")
-	return certFile, keyFile, ca.Pool()
+	certFile, keyFile := ca.Issue(t, "wormgate.test")
+	return start(t, out, func(c *Config) {
+		c.TLSListen = []string{"127.0.0.1:0"}
+		c.TLSCertFile, c.TLSKeyFile = certFile, keyFile
+		if mod != nil {
+			mod(c)
+		}
+	}), ca.Pool()
+}
+
+// handshake makes c a TLS client connection to "wormgate.test".
+func handshake(t *testing.T, c net.Conn, pool *x509.CertPool) net.Conn {
+	t.Helper()
+	tc := tls.Client(c, &tls.Config{RootCAs: pool, ServerName: "wormgate.test"})
+	if err := tc.Handshake(); err != nil {
+		t.Fatalf("TLS handshake: %v", err)
+	}
+	return tc
 }
 
 func TestOpenBusyPort(t *testing.T) {

@@ -70,6 +70,15 @@ func (s *tlsServer) config() *tls.Config {
 			conf := &tls.Config{
 				MinVersion:   tls.VersionTLS12,
 				Certificates: []tls.Certificate{c.cert},
+				// A TLS 1.3 server sends session tickets after the
+				// handshake. rsyslog never reads its forwarding
+				// connection, so they would sit in its socket buffer,
+				// and when idle_timeout closes the connection its
+				// check for a closed peer (a peek) would find data
+				// instead of the end of stream: it would write the next
+				// line into the dead connection and lose it. rsyslog
+				// does not resume sessions anyway.
+				SessionTicketsDisabled: true,
 			}
 			if c.clientCAs != nil {
 				conf.ClientAuth = tls.RequireAndVerifyClientCert

@@ -10,25 +10,9 @@ import (
 	"time"
 
 	"github.com/wormgate/wormgate/enforcer/nft/nftest"
+	"github.com/wormgate/wormgate/receiver/syslog/syslogtest"
 	"github.com/wormgate/wormgate/receiver/tlstest"
 )
-
-// requireGTLS stops the test unless rsyslog's gtls network stream driver
-// (Debian's rsyslog-gnutls) is installed; under CI=true that is a failure.
-func requireGTLS(t *testing.T) {
-	t.Helper()
-	mods, _ := filepath.Glob("/usr/lib/*/rsyslog/lmnsd_gtls.so")
-	if more, _ := filepath.Glob("/usr/lib/rsyslog/lmnsd_gtls.so"); len(more) > 0 {
-		mods = append(mods, more...)
-	}
-	if len(mods) > 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("needs rsyslog's gtls driver (apt-get install rsyslog-gnutls) (CI=true, so this is a failure, not a skip)")
-	}
-	t.Skip("needs rsyslog's gtls driver (apt-get install rsyslog-gnutls)")
-}
 
 // TestServeMutualTLSWithRsyslog forwards a reject pair from the real
 // rsyslog, over its gtls driver with StreamDriverAuthMode="x509/name"
@@ -38,7 +22,7 @@ func requireGTLS(t *testing.T) {
 // TCP. Each is refused and counted, and bans nobody.
 func TestServeMutualTLSWithRsyslog(t *testing.T) {
 	nftest.Require(t, "ip", "nft", "rsyslogd")
-	requireGTLS(t)
+	syslogtest.RequireRsyslogd(t, true)
 	ns := nftest.NewNS(t)
 	ca := tlstest.NewCA(t, "site syslog CA")
 	srvCert, srvKey := ca.Issue(t, "wormgate.example.test")
@@ -89,18 +73,7 @@ input(type="imudp" address="127.0.0.1" port="10514")
 include(file=%q)
 `, rs, filepath.Join(rs, "60-wormgate.conf")))
 	cmd := ns.Command(t.Context(), "rsyslogd", "-n", "-f", filepath.Join(rs, "rsyslog.conf"), "-i", filepath.Join(rs, "rsyslogd.pid"))
-	var rsLog strings.Builder
-	cmd.Stdout, cmd.Stderr = &rsLog, &rsLog
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("rsyslogd output:\n%s", rsLog.String())
-		}
-	})
+	syslogtest.RunRsyslogd(t, cmd)
 	time.Sleep(300 * time.Millisecond) // rsyslogd binds imudp
 	// mail.info from an MX, as the snippet filters.
 	sendUDP(t, ns, "127.0.0.1:10514", pairLines(traditional, "C31CFB81BD", "203.0.113.90")...)
