@@ -34,6 +34,7 @@ var commands = []command{
 	{name: "reload", synopsis: "[--socket PATH] [--json]", summary: "reload the daemon's config file", run: cmdReload},
 	{name: "config", synopsis: "", summary: "print the embedded default config", run: func(_ context.Context, args []string, s streams) error { return cmdConfig(args, s) }},
 	{name: "version", synopsis: "", summary: "print the version", run: func(_ context.Context, args []string, s streams) error { return cmdVersion(args, s) }},
+	{name: "record-helper", synopsis: "--dir DIR", summary: "hold the record for serve (started by serve)", hidden: true, run: cmdRecordHelper},
 }
 
 func lookupCommand(name string) (command, bool) {
