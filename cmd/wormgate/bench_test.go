@@ -244,8 +244,10 @@ func BenchmarkBulkToKernel(b *testing.B) {
 type statusReply struct {
 	BansActive int `json:"bans_active"`
 	Enforcer   struct {
-		Pending   int `json:"pending"`
-		RecordLag int `json:"record_lag"`
+		Pending   int      `json:"pending"`
+		RecordLag int      `json:"record_lag"`
+		Degraded  bool     `json:"degraded"`
+		Failing   []string `json:"failing"`
 	} `json:"enforcer"`
 }
 
