@@ -684,10 +684,9 @@ func (e *Enforcer) Run(ctx context.Context) error {
 		recWG.Go(func() { e.runRecorder(recCtx) })
 		kick(e.recKick) // what start-up adopted or dropped
 	}
-	defer func() {
-		recStop()
-		recWG.Wait()
-	}()
+	// shutdown waits for the recorder, within its deadline: one stuck in
+	// a commit on a hung disk is left behind, never waited for.
+	defer recStop()
 	// retry is armed only by a failed write and survives the other
 	// cases, so that the reconcile tick cannot keep postponing it.
 	backoff := time.Duration(0)
@@ -736,10 +735,16 @@ func (e *Enforcer) shutdown(ctx context.Context, recStop context.CancelFunc, rec
 	if n := e.banLog.suppressed(); n > 0 {
 		e.log.Info("more bans than are logged one by one", "bans", n, "see", "/api/v1/bans")
 	}
-	if !waitTimeout(recWG, time.Until(deadline)) {
+	// A commit the watchdog already calls hung will not return by the
+	// deadline either: waiting for it would only delay the exit.
+	wait := time.Until(deadline)
+	if since := e.commitSince.Load(); since != 0 && time.Since(time.Unix(0, since)) > commitStall {
+		wait = 0
+	}
+	if !waitTimeout(recWG, wait) {
 		// The recorder is stuck in a commit on a hung disk: the kernel has
 		// every ban, and the next start adopts what the record lacks.
-		e.log.Error("record writer did not stop: the disk does not answer", "waited", flushTimeout)
+		e.log.Error("record writer did not stop: the disk does not answer", "waited", wait.Round(time.Millisecond))
 	} else if e.store != nil {
 		e.recordAll(time.Until(deadline))
 	}

@@ -35,6 +35,7 @@ var commands = []command{
 	{name: "config", synopsis: "", summary: "print the embedded default config", run: func(_ context.Context, args []string, s streams) error { return cmdConfig(args, s) }},
 	{name: "version", synopsis: "", summary: "print the version", run: func(_ context.Context, args []string, s streams) error { return cmdVersion(args, s) }},
 	{name: "man", synopsis: "", summary: "print the manual page wormgate(8) in roff", hidden: true, run: cmdMan},
+	{name: "record-helper", synopsis: "--dir DIR", summary: "hold the record for serve (started by serve)", hidden: true, run: cmdRecordHelper},
 }
 
 func lookupCommand(name string) (command, bool) {

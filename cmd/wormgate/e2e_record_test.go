@@ -1,13 +1,10 @@
 package main
 
 import (
-	"io"
 	"math/rand/v2"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -115,25 +112,8 @@ func TestServeFullDisk(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Logf("1000 bans in the kernel %v after the burst, with the disk full", time.Since(start).Round(time.Millisecond))
-	var body string
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		resp, err := d.client.Get("http://127.0.0.1:9514/healthz")
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		body = string(b)
-		if resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(body, "record") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("/healthz = %d %q with the record failing, want 503 naming the record", resp.StatusCode, body)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Logf("/healthz: %s", strings.TrimSpace(body))
+	body := waitUnhealthy(t, d, "record", 10*time.Second)
+	t.Logf("/healthz: %s", body)
 
 	if out, err := exec.Command("mount", "-o", "remount,size=16m", stateDir).CombinedOutput(); err != nil {
 		t.Fatalf("remount: %v: %s", err, out)

@@ -21,7 +21,7 @@ import (
 
 	"github.com/wormgate/wormgate/enforcer/dryrun"
 
-	"github.com/wormgate/wormgate/enforcer/store"
+	"github.com/wormgate/wormgate/enforcer/store/remote"
 
 	"github.com/wormgate/wormgate/enforcer/nft"
 
@@ -38,8 +38,9 @@ import (
 // storeCloseTimeout bounds closing the record at shutdown.
 const storeCloseTimeout = 500 * time.Millisecond
 
-// errDiskHung: the record's disk did not answer in time.
-var errDiskHung = errors.New("disk does not answer")
+// recordOpenTimeout bounds opening the record at start-up: a hung disk
+// fails the start instead of hanging it.
+const recordOpenTimeout = 30 * time.Second
 
 // queueLen buffers messages between the receiver and the matcher, so a
 // burst of UDP datagrams is not dropped while a firewall write is running.
@@ -81,7 +82,7 @@ type app struct {
 	reg  *prometheus.Registry
 
 	fw      enforcer.Firewall
-	store   *store.Store
+	store   *remote.Client
 	matcher *matcher.Matcher
 	enf     *enforcer.Enforcer
 	guard   *senderGuard
@@ -159,23 +160,27 @@ func (a *app) openRecord(cfg Config) error {
 		a.log.Warn("enforcer.state_dir is empty: bans are not recorded and a flushed firewall or a reboot loses them")
 		return nil
 	}
-	st, err := store.Open(cfg.Enforcer.StateDir)
+	// The record lives in a helper process: a thread stuck in a write
+	// on a hung disk (fsfreeze) cannot be interrupted, and would keep
+	// this process from exiting; the helper can be abandoned.
+	exe, err := remote.Executable()
+	if err != nil {
+		return fmt.Errorf("record helper: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), recordOpenTimeout)
+	defer cancel()
+	st, err := remote.Start(ctx, exe, []string{"record-helper"}, cfg.Enforcer.StateDir, a.log, remote.WithRegisterer(a.reg))
 	if err != nil {
 		return err
 	}
 	a.store = st
 	a.closers = append(a.closers, func() error {
-		// A hung disk (fsfreeze) holds bbolt's lock in a commit that never
-		// returns: give up on closing rather than on exiting. The kernel
-		// keeps the bans and the next start adopts what the record lacks.
-		done := make(chan error, 1)
-		go func() { done <- st.Close() }()
-		select {
-		case err := <-done:
-			return err
-		case <-time.After(storeCloseTimeout):
-			return fmt.Errorf("close record: %w after %v", errDiskHung, storeCloseTimeout)
-		}
+		// A hung disk holds the helper in a commit that never returns:
+		// give up on it rather than on exiting. The kernel keeps the
+		// bans and the next start adopts what the record lacks.
+		ctx, cancel := context.WithTimeout(context.Background(), storeCloseTimeout)
+		defer cancel()
+		return st.Close(ctx)
 	})
 	return nil
 }
