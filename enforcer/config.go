@@ -85,7 +85,7 @@ func DefaultConfig() Config {
 			Ports:       []uint16{25, 465, 587},
 			SyslogGuard: true,
 		},
-		Events: EventsConfig{PerAddress: 32, Total: 100_000, MaxAge: 30 * 24 * time.Hour},
+		Events: EventsConfig{PerAddress: 32, Total: 50_000, MaxAge: 30 * 24 * time.Hour},
 		Manual: ManualConfig{WidestIPv4: 24, WidestIPv6: 48, MaxDuration: 365 * 24 * time.Hour},
 	}
 }

@@ -532,8 +532,6 @@ func (e *Enforcer) noteOffenseLocked(off matcher.Offense, d policy.Decision, ver
 	switch d.Verdict {
 	case policy.VerdictCounted:
 		ev.Detail = fmt.Sprintf("%d of %d hits in %v", d.HitsInWindow, d.Threshold, d.Window)
-	case policy.VerdictBan, policy.VerdictExtend, policy.VerdictDryRun:
-		ev.Detail = fmt.Sprintf("until %s (%v)", d.Ban.Until.UTC().Format(time.RFC3339), d.Ban.Duration)
 	case policy.VerdictNeverBlock:
 		ev.Detail = d.Prefix.String()
 	case policy.VerdictTrustedClient:

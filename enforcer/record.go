@@ -85,8 +85,17 @@ func (e *Enforcer) record() error {
 	clear(e.dels)
 	ctl := e.ctl
 	e.ctl = store.Change{}
-	e.recInflight = len(batch) + len(dels) + ctlSize(&ctl)
 	more := len(e.unrecorded) > 0
+	// The offence history of a flood goes in slices too: an event pushed
+	// out before it was committed cancels its deletion first, so what
+	// stays behind holds no deletion of an event this commit carries.
+	dropUncommittedEvents(&ctl)
+	if len(ctl.Events) > maxRecordBatch {
+		e.ctl.Events = slices.Clone(ctl.Events[maxRecordBatch:])
+		ctl.Events = ctl.Events[:maxRecordBatch:maxRecordBatch]
+		more = true
+	}
+	e.recInflight = len(batch) + len(dels) + ctlSize(&ctl)
 	e.mu.Unlock()
 
 	bans := make([]policy.Ban, 0, len(batch))

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"runtime/metrics"
 	"slices"
 	"strconv"
 	"sync"
@@ -298,6 +299,7 @@ func (a *app) run(ctx context.Context) error {
 		a.runHTTP(gctx, g, a.controlLn, a.control.server())
 	}
 	g.Go(func() error { return a.reloadOnHUP(gctx) })
+	g.Go(func() error { return a.returnMemory(gctx) })
 	// Every listener is bound (the steps before run): READY=1 waits for the firewall only.
 	g.Go(func() error { notifyLifecycle(gctx, a.log, a.enf.Ready); return nil })
 	cfg := a.cfg.Load()
@@ -485,6 +487,33 @@ func applyMemoryLimit(c ProcessConfig, log *slog.Logger) {
 	if c.MemoryLimitMiB > 0 {
 		debug.SetMemoryLimit(int64(c.MemoryLimitMiB) << 20)
 		log.Info("memory limit set", "mib", c.MemoryLimitMiB)
+	}
+}
+
+// returnMemory hands freed heap back to the kernel after a burst, while a
+// memory limit is set: the runtime's background scavenger is slow on an
+// idle process, which would stay at its peak size for minutes after a
+// flood. It looks every few seconds, at the cost of reading two runtime
+// metrics; a return costs a garbage collection.
+func (a *app) returnMemory(ctx context.Context) error {
+	const every, slack = 3 * time.Second, 32 << 20
+	samples := []metrics.Sample{{Name: "/memory/classes/heap/free:bytes"}}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if a.cfg.Load().Process.MemoryLimitMiB == 0 {
+			continue
+		}
+		metrics.Read(samples)
+		if free := samples[0].Value.Uint64(); free > slack {
+			debug.FreeOSMemory()
+			a.log.Debug("returned free memory to the kernel", "free_mib", free>>20)
+		}
 	}
 }
 
