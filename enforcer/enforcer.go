@@ -42,6 +42,9 @@ const (
 	// auditSlack skips bans that may have expired in the kernel by the
 	// time it is read.
 	auditSlack = 2 * time.Second
+	// recordShutdownWait bounds what shutdown spends on the record after
+	// the kernel has every ban; the next start adopts what it lacks.
+	recordShutdownWait = 2500 * time.Millisecond
 	// startAttempts bounds the start-up retries of the first kernel write.
 	startAttempts = 5
 )
@@ -735,8 +738,13 @@ func (e *Enforcer) shutdown(ctx context.Context, recStop context.CancelFunc, rec
 	if n := e.banLog.suppressed(); n > 0 {
 		e.log.Info("more bans than are logged one by one", "bans", n, "see", "/api/v1/bans")
 	}
-	// A commit the watchdog already calls hung will not return by the
-	// deadline either: waiting for it would only delay the exit.
+	// The record gets what is left of the deadline, at most
+	// recordShutdownWait: with SIGTERM during a disk stall the process
+	// must still exit within systemd's patience and the operator's (a
+	// commit the watchdog already calls hung gets nothing).
+	if d := time.Now().Add(recordShutdownWait); d.Before(deadline) {
+		deadline = d
+	}
 	wait := time.Until(deadline)
 	if since := e.commitSince.Load(); since != 0 && time.Since(time.Unix(0, since)) > commitStall {
 		wait = 0
