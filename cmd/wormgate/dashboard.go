@@ -307,9 +307,6 @@ func (d *dashboard) reply(now time.Time) dashReply {
 		last := samples[n-1]
 		rep.Counters = dashCounters{Messages: last.Messages, ParseErrors: last.ParseErrors, Unattributed: last.Unattributed, KernelPackets: last.Packets, KernelBytes: last.Bytes}
 		rep.Kernel.Available = last.Kernel
-		if el := last.T.Sub(past.T).Seconds(); el > 0 {
-			rep.Rates.MessagesPerSec = (last.Messages - past.Messages) / el
-		}
 		for i := 1; i < n; i++ {
 			a, b := samples[i-1], samples[i]
 			if !a.Kernel || !b.Kernel {
@@ -323,7 +320,12 @@ func (d *dashboard) reply(now time.Time) dashReply {
 			rep.Rates.KernelPacketsPerSec = k[len(k)-1].Packets
 		}
 	}
+	var msgsNow, msgsPast uint64
 	for addr, st := range senders {
+		msgsNow += st.Messages
+		if past != nil {
+			msgsPast += min(past.Senders[addr], st.Messages)
+		}
 		s := dashSender{Addr: addr, Host: st.Host, First: st.First.UTC(), Last: st.Last.UTC(), Messages: st.Messages}
 		s.SilentSeconds = max(now.Sub(st.Last).Seconds(), 0)
 		s.Silent = now.Sub(st.Last) > cfg.HTTP.Dashboard.SilentAfter
@@ -334,6 +336,13 @@ func (d *dashboard) reply(now time.Time) dashReply {
 			}
 		}
 		rep.Senders = append(rep.Senders, s)
+	}
+	// Like the senders' rates: what they sent since the sample a minute
+	// old, so that the headline and the MX panel agree.
+	if past != nil {
+		if el := now.Sub(past.T).Seconds(); el > 0 {
+			rep.Rates.MessagesPerSec = float64(msgsNow-msgsPast) / el
+		}
 	}
 	slices.SortFunc(rep.Senders, func(a, b dashSender) int { return cmp.Or(cmp.Compare(a.Host, b.Host), cmp.Compare(a.Addr, b.Addr)) })
 	return rep

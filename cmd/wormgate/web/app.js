@@ -179,11 +179,15 @@ function renderKernel(d) {
   const t1 = Date.parse(d.now), t0 = t1 - 3600 * 1000;
   const x = (t) => P + ((Date.parse(t) - t0) / (t1 - t0)) * (W - 2 * P);
   const y = (v) => H - P - (v / maxY) * (H - 2 * P);
-  const line = svg("polyline", {
-    class: "kline", points: pts.map((p) => x(p.t).toFixed(1) + "," + y(p.packets_per_sec).toFixed(1)).join(" "),
-    "data-points": pts.length, "data-last": pts.length ? pts[pts.length - 1].packets_per_sec : 0,
-  });
-  box.append(line);
+  // One bar per sample interval, ending at the sample.
+  const bw = Math.max(((k.step_seconds * 1000) / (t1 - t0)) * (W - 2 * P) - 0.5, 1);
+  const g = svg("g", { class: "kbars", "data-points": pts.length, "data-last": pts.length ? pts[pts.length - 1].packets_per_sec : 0 });
+  for (const p of pts) {
+    if (!p.packets_per_sec) continue;
+    g.append(svg("rect", { x: (x(p.t) - bw).toFixed(2), width: bw.toFixed(2), y: y(p.packets_per_sec).toFixed(1),
+      height: (H - P - y(p.packets_per_sec)).toFixed(1), "data-packets": p.packets_per_sec }));
+  }
+  box.append(g);
   box.append(text(P, H - 6, "−1 h", "start"), text(W - P, H - 6, "now", "end"));
   box.dataset.totalPackets = d.counters.kernel_packets;
   $("kernel-note").textContent = "Packets from banned addresses dropped by wormgate's chain: " + fmtNum(d.counters.kernel_packets) +
@@ -241,11 +245,16 @@ function renderTimeline(tl) {
   box.dataset.range = tl.range;
   const W = 1000, H = 220, P = 24;
   const n = tl.rules.length ? tl.rules[0].offences.length : 0;
-  let maxY = 1;
-  for (const r of tl.rules) maxY = Math.max(maxY, ...r.offences);
+  // Offences are stacked bars, one colour per rule; new bans a dashed
+  // line per rule over them.
+  const stacked = new Array(n).fill(0);
+  for (const r of tl.rules) r.offences.forEach((v, i) => { stacked[i] += v; });
+  const maxY = Math.max(1, ...stacked);
   grid(box, W, H, P, maxY, "offences / " + fmtDur(tl.step_seconds));
-  const x = (i) => P + (n > 1 ? (i / (n - 1)) * (W - 2 * P) : 0);
+  const bw = n ? (W - 2 * P) / n : 0;
+  const x = (i) => P + i * bw;
   const y = (v) => H - P - (v / maxY) * (H - 2 * P);
+  const base = new Array(n).fill(0);
   const legend = $("timeline-legend");
   legend.replaceChildren();
   for (const r of tl.rules) {
@@ -254,8 +263,13 @@ function renderTimeline(tl) {
       class: "series", "data-rule": r.rule, "data-total-offences": r.total_offences, "data-total-bans": r.total_bans,
       "data-offences": r.offences.join(","), "data-bans": r.bans.join(","),
     });
-    const pl = (arr, cls) => svg("polyline", { class: cls, stroke: c, points: arr.map((v, i) => x(i).toFixed(1) + "," + y(v).toFixed(1)).join(" ") });
-    g.append(pl(r.offences, "offences"), pl(r.bans, "bans"));
+    r.offences.forEach((v, i) => {
+      if (!v) return;
+      g.append(svg("rect", { class: "bar", fill: c, x: x(i).toFixed(2), width: Math.max(bw - 1, 1).toFixed(2),
+        y: y(base[i] + v).toFixed(1), height: (y(base[i]) - y(base[i] + v)).toFixed(1), "data-i": i, "data-offences": v }));
+      base[i] += v;
+    });
+    g.append(svg("polyline", { class: "bans", stroke: c, points: r.bans.map((v, i) => (x(i) + bw / 2).toFixed(1) + "," + y(v).toFixed(1)).join(" ") }));
     const title = svg("title");
     title.textContent = r.rule + ": " + r.total_offences + " offences, " + r.total_bans + " new bans";
     g.append(title);
@@ -270,7 +284,7 @@ function renderTimeline(tl) {
   const end = start + n * tl.step_seconds * 1000;
   const lbl = (t) => (tl.range === "7d" ? new Date(t).toISOString().slice(5, 13).replace("T", " ") + "h" : new Date(t).toISOString().slice(11, 16)) + "Z";
   box.append(text(P, H - 6, lbl(start), "start"), text(W / 2, H - 6, lbl((start + end) / 2), "middle"), text(W - P, H - 6, lbl(end), "end"));
-  legend.append(el("span", { class: "muted" }, "solid: offences · dashed: new bans"));
+  legend.append(el("span", { class: "muted" }, "bars: offences (stacked) · dashed lines: new bans"));
 }
 
 // ---- bans ----
