@@ -251,6 +251,17 @@ http:
 		t.Errorf("headline active bans %q, want 20", got)
 	}
 
+	// A row opens the why view: each offence with its MX, queue ID, rule,
+	// verdict and the reject text.
+	br.do("open why "+worm, chromedp.Click(chromedp.CSS(`#bans tr[data-addr="`+worm+`"] td`)))
+	br.wait("why events", `document.getElementById('why-addr').textContent === '`+worm+`' && document.querySelectorAll('#why-events tbody tr').length === 2`, 10*time.Second)
+	why := eval[[]string](br, `Array.from(document.querySelectorAll('#why-events tbody tr'), r => Array.from(r.cells).slice(1, 6).map(c => c.textContent).join(' ') + (r.cells[6].textContent.includes('W32.HLLW.Mankx virus') ? ' +text' : ''))`)
+	wantWhy := []string{"mx1.example.test A100000000 cleanup_reject worm-signature ban +text", "mx2.example.test D400000000 cleanup_reject worm-signature extend +text"}
+	if diff := cmp.Diff(wantWhy, why); diff != "" {
+		t.Errorf("why %s (-want +got):\n%s", worm, diff)
+	}
+	br.do("close why", chromedp.Click(chromedp.CSS("#why-close")))
+
 	// The chart: each rule's series carries the counts it was drawn
 	// from, and its buckets add up to them.
 	chart := func(rng string) map[string]string {
