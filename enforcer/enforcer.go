@@ -112,7 +112,9 @@ type Enforcer struct {
 	// record since the last commit (host bans go through unrecorded).
 	ctl    store.Change
 	events *eventLog
-	manual ManualConfig
+	// timeline counts offences and new bans per rule over time.
+	timeline *timeline
+	manual   ManualConfig
 	// nextExpiry is no later than the earliest Until in active, or zero
 	// when unknown (after a load or an adoption), so that a sweep can be
 	// skipped when nothing can have expired.
@@ -197,6 +199,7 @@ func New(cfg Config, rules map[string]policy.RulePolicy, fw Firewall, log *slog.
 		allows:         make(map[netip.Prefix]store.Allow),
 		tombs:          make(map[netip.Prefix]time.Time),
 		events:         newEventLog(cfg.Events),
+		timeline:       newTimeline(),
 		manual:         cfg.Manual,
 		ports:          slices.Clone(cfg.NFTables.Ports),
 		rate:           rate,
@@ -323,6 +326,7 @@ func (e *Enforcer) Offend(off matcher.Offense) policy.Decision {
 			}
 			e.noteOffenseLocked(off, d, "refused: "+reason)
 			e.mu.Unlock()
+			e.timeline.note(off.Rule, now, false)
 			e.m.offenses.WithLabelValues(off.Rule, reason).Inc()
 			e.log.Debug("ban refused", "addr", d.Ban.Addr, "rule", off.Rule, "err", err)
 			return d
@@ -334,6 +338,7 @@ func (e *Enforcer) Offend(off matcher.Offense) policy.Decision {
 	}
 	e.noteOffenseLocked(off, d, d.Verdict.String())
 	e.mu.Unlock()
+	e.timeline.note(off.Rule, now, d.Verdict == policy.VerdictBan)
 	e.counter(e.m.offenses, off.Rule, d.Verdict.String()).Inc()
 	switch d.Verdict {
 	case policy.VerdictBan, policy.VerdictExtend:
@@ -634,6 +639,7 @@ func (e *Enforcer) load() error {
 		e.tombs[t.Net] = t.Until
 	}
 	e.ctl.DropEvents = append(e.ctl.DropEvents, e.events.restore(snap.Events, now)...)
+	e.timeline.seed(snap.Events)
 	if len(e.active) == 0 {
 		// Sized once: growing a map to 100k entries rehashes it many times.
 		e.active = make(map[netip.Addr]policy.Ban, len(bans))

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/wormgate/wormgate/cmd/wormgate/internal/yamlconf"
 	"github.com/wormgate/wormgate/enforcer"
@@ -55,6 +56,15 @@ type HTTPConfig struct {
 	// control API's write endpoints are served here too, token required.
 	// Empty keeps the status server read-only.
 	WriteTokenFile string `yaml:"write_token_file"`
+	// Dashboard configures the page at /.
+	Dashboard DashboardConfig `yaml:"dashboard"`
+}
+
+// DashboardConfig configures the dashboard at the status server's /.
+type DashboardConfig struct {
+	// SilentAfter is how long a syslog sender may say nothing before
+	// the dashboard shows it red (the MXSilent alert has its own).
+	SilentAfter time.Duration `yaml:"silent_after"`
 }
 
 // ControlConfig configures the local control socket that `wormgate ban`,
@@ -78,7 +88,7 @@ func defaultConfig() Config {
 		Receiver: receiver.DefaultConfig(),
 		Matcher:  matcher.DefaultConfig(),
 		Enforcer: enforcer.DefaultConfig(),
-		HTTP:     HTTPConfig{Listen: "127.0.0.1:9514"},
+		HTTP:     HTTPConfig{Listen: "127.0.0.1:9514", Dashboard: DashboardConfig{SilentAfter: 5 * time.Minute}},
 		Control:  ControlConfig{Socket: defaultSocket, Group: "wormgate"},
 		Log:      LogConfig{Level: slog.LevelInfo, Format: "text"},
 	}
@@ -122,6 +132,9 @@ func (c Config) Validate() error {
 	}
 	if c.HTTP.WriteTokenFile != "" && !filepath.IsAbs(c.HTTP.WriteTokenFile) {
 		errs = append(errs, configerr.New("http.write_token_file", configerr.ErrInvalid, "%q is not an absolute path", c.HTTP.WriteTokenFile))
+	}
+	if d := c.HTTP.Dashboard.SilentAfter; d < time.Second || d > 7*24*time.Hour {
+		errs = append(errs, configerr.New("http.dashboard.silent_after", configerr.ErrOutOfRange, "%v is out of range (1s-168h)", d))
 	}
 	if c.Control.Socket != "" && !filepath.IsAbs(c.Control.Socket) {
 		errs = append(errs, configerr.New("control.socket", configerr.ErrInvalid, "%q is not an absolute path", c.Control.Socket))

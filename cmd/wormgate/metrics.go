@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"runtime"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -88,4 +89,39 @@ func (c kernelCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descDroppedBytes, prometheus.CounterValue, float64(d.BanBytes))
 	ch <- prometheus.MustNewConstMetric(descGuardDropped, prometheus.CounterValue, float64(d.RPFPackets), "rpf")
 	ch <- prometheus.MustNewConstMetric(descGuardDropped, prometheus.CounterValue, float64(d.SenderPackets), "sender")
+}
+
+// senderCollector exports what each syslog sender sent. The label set is
+// bounded: the sender guard learns at most maxSenders senders.
+type senderCollector struct{ senders func() map[string]senderStat }
+
+var (
+	descSenderMessages = prometheus.NewDesc("wormgate_syslog_sender_messages_total",
+		"Syslog messages received from each sender (the peer address), since start.", []string{"sender"}, nil)
+	descSenderLast = prometheus.NewDesc("wormgate_syslog_sender_last_message_timestamp_seconds",
+		"When each syslog sender's last message arrived (Unix time); an MX whose Postfix lost its log socket stops here.", []string{"sender"}, nil)
+)
+
+func (c senderCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descSenderMessages
+	ch <- descSenderLast
+}
+
+func (c senderCollector) Collect(ch chan<- prometheus.Metric) {
+	for addr, st := range c.senders() {
+		ch <- prometheus.MustNewConstMetric(descSenderMessages, prometheus.CounterValue, float64(st.Messages), addr)
+		ch <- prometheus.MustNewConstMetric(descSenderLast, prometheus.GaugeValue, float64(st.Last.UnixNano())/1e9, addr)
+	}
+}
+
+// newBuildInfo is wormgate_build_info: 1, with the version in labels, so
+// that dashboards and alerts can tell which build runs where.
+func newBuildInfo() prometheus.Collector {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "wormgate_build_info",
+		Help:        "Always 1; the labels name the running build.",
+		ConstLabels: prometheus.Labels{"version": buildVersion(), "goversion": runtime.Version()},
+	})
+	g.Set(1)
+	return g
 }

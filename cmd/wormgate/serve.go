@@ -15,6 +15,7 @@ import (
 	"runtime/metrics"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -231,7 +232,8 @@ func (a *app) openReceiver(cfg Config) error {
 
 // openHTTP binds the status server's listener; "" disables it.
 func (a *app) openHTTP(cfg Config) error {
-	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		senderCollector{a.guard.senders}, newBuildInfo())
 	a.status = &status{
 		started: time.Now(), cfg: &a.cfg, enf: a.enf, rcv: a.rcv, reg: a.reg, senders: a.guard.senders, lastReload: &a.lastReload,
 		firewall: map[bool]string{true: "dry-run", false: "nftables"}[cfg.Enforcer.DryRun],
@@ -293,7 +295,9 @@ func (a *app) run(ctx context.Context) error {
 		return nil
 	})
 	if a.httpLn != nil {
-		a.runHTTP(gctx, g, a.httpLn, a.httpServer())
+		dash := newDashboard(a.status, a.control.writable, a.log)
+		g.Go(func() error { dash.run(gctx); return nil })
+		a.runHTTP(gctx, g, a.httpLn, a.httpServer(dash))
 	}
 	if a.controlLn != nil {
 		a.runHTTP(gctx, g, a.controlLn, a.control.server())
@@ -315,7 +319,7 @@ func (a *app) run(ctx context.Context) error {
 func (a *app) pipeline() {
 	var offs []matcher.Offense
 	for msg := range a.msgs {
-		a.guard.observe(msg.Peer, time.Now())
+		a.guard.observe(msg.Peer, msg.Host, time.Now())
 		offs = a.matcher.Match(offs[:0], msg)
 		for _, o := range offs {
 			a.enf.Offend(o)
@@ -325,12 +329,14 @@ func (a *app) pipeline() {
 
 // httpServer is the status server, within defaultHTTPLimits: read-only,
 // plus the control API's writes behind the bearer token when
-// http.write_token_file is set.
-func (a *app) httpServer() *http.Server {
+// http.write_token_file is set, and the dashboard at /.
+func (a *app) httpServer(dash *dashboard) *http.Server {
 	mux := http.NewServeMux()
 	a.status.routes(mux)
 	a.control.readRoutes(mux)
 	a.control.routes(mux, "token", a.control.requireToken)
+	dash.routes(mux)
+	mux.HandleFunc("GET /api/v1/auth", a.control.requireToken(checkToken))
 	return httpServer(mux, defaultHTTPLimits, a.httpRejected, a.log)
 }
 
@@ -442,12 +448,15 @@ type senderGuard struct {
 
 // senderStat is what one syslog sender sent.
 type senderStat struct {
+	// Host is the HOSTNAME of its last message, which the dashboard
+	// shows beside the address.
+	Host     string    `json:"host,omitempty"`
 	First    time.Time `json:"first_message"`
 	Last     time.Time `json:"last_message"`
 	Messages uint64    `json:"messages"`
 }
 
-func (g *senderGuard) observe(peer netip.Addr, now time.Time) {
+func (g *senderGuard) observe(peer netip.Addr, host string, now time.Time) {
 	if !peer.IsValid() {
 		return
 	}
@@ -463,6 +472,10 @@ func (g *senderGuard) observe(peer netip.Addr, now time.Time) {
 	}
 	st.Last = now
 	st.Messages++
+	if st.Host != host {
+		// A copy: host may point into a large receive buffer.
+		st.Host = strings.Clone(host)
+	}
 	g.mu.Unlock()
 	if !ok {
 		g.enf.AddNeverBlock(netip.PrefixFrom(peer, peer.BitLen()))

@@ -32,13 +32,13 @@ func TestSenderGuardProtectsSyslogPeers(t *testing.T) {
 		t.Fatalf("offense by a host not yet known as a sender: %v, want ban", v)
 	}
 	t0 := time.Now()
-	g.observe(mx, t0)
-	g.observe(mx, t0.Add(time.Second))
-	g.observe(netip.Addr{}, t0) // file input has no peer
+	g.observe(mx, "mx1", t0)
+	g.observe(mx, "mx1", t0.Add(time.Second))
+	g.observe(netip.Addr{}, "", t0) // file input has no peer
 	if w := enf.Why(mx); w.Ban != nil {
 		t.Errorf("the sender's ban was not lifted when it was learned: %+v", w.Ban)
 	}
-	want := map[string]senderStat{mx.String(): {First: t0, Last: t0.Add(time.Second), Messages: 2}}
+	want := map[string]senderStat{mx.String(): {Host: "mx1", First: t0, Last: t0.Add(time.Second), Messages: 2}}
 	if diff := cmp.Diff(want, g.senders()); diff != "" {
 		t.Errorf("senders (-want +got):\n%s", diff)
 	}
