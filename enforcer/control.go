@@ -86,6 +86,19 @@ func (e *Enforcer) CheckNet(n netip.Prefix) (netip.Prefix, error) {
 	return n, nil
 }
 
+// CheckNets is CheckNet for each of nets; the first error is returned.
+func (e *Enforcer) CheckNets(nets []netip.Prefix) ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, 0, len(nets))
+	for _, n := range nets {
+		c, err := e.CheckNet(n)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
 func (e *Enforcer) checkFor(d time.Duration) error {
 	e.mu.Lock()
 	maxFor := e.manual.MaxDuration
@@ -190,13 +203,9 @@ func (e *Enforcer) writeNet(ctx context.Context, b policy.Ban, now time.Time) er
 // does not adopt them back from a kernel that still held them. Every
 // prefix must name an active ban; otherwise nothing changes.
 func (e *Enforcer) Unban(ctx context.Context, nets []netip.Prefix, by string) (Result, error) {
-	checked := make([]netip.Prefix, 0, len(nets))
-	for _, n := range nets {
-		c, err := e.CheckNet(n)
-		if err != nil {
-			return Result{}, err
-		}
-		checked = append(checked, c)
+	checked, err := e.CheckNets(nets)
+	if err != nil {
+		return Result{}, err
 	}
 	now := e.now()
 	e.mu.Lock()
@@ -219,7 +228,7 @@ func (e *Enforcer) Unban(ctx context.Context, nets []netip.Prefix, by string) (R
 		}
 	}
 	e.mu.Unlock()
-	err := e.deleteFromKernel(ctx, hosts, netDels)
+	err = e.deleteFromKernel(ctx, hosts, netDels)
 	for _, n := range checked {
 		e.noteEvent(policy.Event{Time: now, Addr: n.Addr(), Kind: "manual", Rule: manualRule, Verdict: "unban", Detail: fmt.Sprintf("%v by %s", n, by)})
 	}
@@ -348,13 +357,9 @@ func (e *Enforcer) Allow(ctx context.Context, a store.Allow) (Result, error) {
 
 // Disallow removes run-time never-block entries; each must exist.
 func (e *Enforcer) Disallow(ctx context.Context, nets []netip.Prefix, by string) (Result, error) {
-	checked := make([]netip.Prefix, 0, len(nets))
-	for _, n := range nets {
-		c, err := e.CheckNet(n)
-		if err != nil {
-			return Result{}, err
-		}
-		checked = append(checked, c)
+	checked, err := e.CheckNets(nets)
+	if err != nil {
+		return Result{}, err
 	}
 	e.mu.Lock()
 	for _, n := range checked {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -126,21 +127,9 @@ func TestManualBanUnban(t *testing.T) {
 	for _, ev := range e.Why(netip.MustParseAddr("203.0.113.70")).Events {
 		verdicts = append(verdicts, ev.Verdict)
 	}
-	if want := []string{"manual ban", "unban", "ban"}; !equalStrings(verdicts, want) {
+	if want := []string{"manual ban", "unban", "ban"}; !slices.Equal(verdicts, want) {
 		t.Errorf("history verdicts %v, want %v", verdicts, want)
 	}
-}
-
-func equalStrings(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // TestManualBadInput: every bad argument is refused with its own error
@@ -241,24 +230,12 @@ func TestReconfigure(t *testing.T) {
 	if e.fw.has("203.0.113.9") {
 		t.Error("ban covered by the new never_block still in the kernel")
 	}
-	if !equalPorts(e.fw.ports, []uint16{25, 2525}) {
+	if !slices.Equal(e.fw.ports, []uint16{25, 2525}) {
 		t.Errorf("kernel ports %v, want [25 2525]", e.fw.ports)
 	}
 	if d := e.Offend(matcher.Offense{Addr: netip.MustParseAddr("198.51.100.1"), Rule: "worm"}); d.Ban.Duration != 2*time.Hour {
 		t.Errorf("ban after reload for %v, want 2h", d.Ban.Duration)
 	}
-}
-
-func equalPorts(a, b []uint16) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // TestEventsBounded: the offence history keeps the newest per address

@@ -146,31 +146,82 @@ func checkTargets(pos []string, what string) error {
 	return nil
 }
 
-func cmdBan(ctx context.Context, args []string, s streams) error {
-	fs := newFlagSet("ban", "ban [--for DURATION] [--reason TEXT] ADDR|PREFIX...\n\nBans addresses or networks by hand: in the kernel at once, recorded, kept\nover restarts and reconciles until they expire or are unbanned. Networks\nmay be as wide as enforcer.manual.widest_ipv4_prefix (/24) and\nwidest_ipv6_prefix (/48); never-block addresses cannot be banned.", s.stderr)
+// changeCmd is one of the commands that change bans or allows.
+type changeCmd struct {
+	name, help string
+	// what names the positional arguments in the error without them.
+	what string
+	// path is the API endpoint; verb what the output says per target.
+	path, verb string
+	// forHelp and reasonHelp document --for and --reason; empty: the
+	// command has neither.
+	forHelp, reasonHelp string
+}
+
+func runChange(ctx context.Context, args []string, s streams, c changeCmd) error {
+	fs := newFlagSet(c.name, c.help, s.stderr)
 	cf := addClientFlags(fs, true)
-	forArg := fs.String("for", "", "ban `duration`, e.g. 90m, 12h, 7d (default: enforcer.ban_for)")
-	reason := fs.String("reason", "", "why, shown by bans and why (at most 200 bytes)")
+	var forArg, reason *string
+	if c.forHelp != "" {
+		forArg = fs.String("for", "", c.forHelp)
+		reason = fs.String("reason", "", c.reasonHelp)
+	}
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
 	}
-	if err := checkTargets(pos, "address or prefix to ban"); err != nil {
+	if err := checkTargets(pos, c.what); err != nil {
 		return err
 	}
-	if *forArg != "" {
-		if _, err := parseFor(*forArg); err != nil {
-			return fmt.Errorf("%w: %s", errUsage, strings.TrimPrefix(err.Error(), errBadRequest.Error()+": "))
+	req := changeRequest{Targets: pos}
+	if forArg != nil {
+		if *forArg != "" {
+			if _, err := parseFor(*forArg); err != nil {
+				return fmt.Errorf("%w: %s", errUsage, strings.TrimPrefix(err.Error(), errBadRequest.Error()+": "))
+			}
 		}
-	}
-	if len(*reason) > maxReason {
-		return fmt.Errorf("%w: --reason: longer than %d bytes", errUsage, maxReason)
+		if len(*reason) > maxReason {
+			return fmt.Errorf("%w: --reason: longer than %d bytes", errUsage, maxReason)
+		}
+		req.For, req.Reason = *forArg, *reason
 	}
 	var res enforcer.Result
-	if err := newClient(*cf.socket).do(ctx, http.MethodPost, "/api/v1/bans", changeRequest{Targets: pos, For: *forArg, Reason: *reason}, &res); err != nil {
+	if err := newClient(*cf.socket).do(ctx, http.MethodPost, c.path, req, &res); err != nil {
 		return err
 	}
-	return printResult(s, cf, res, "banned")
+	return printResult(s, cf, res, c.verb)
+}
+
+func cmdBan(ctx context.Context, args []string, s streams) error {
+	return runChange(ctx, args, s, changeCmd{
+		name: "ban", what: "address or prefix to ban", path: "/api/v1/bans", verb: "banned",
+		help:       "ban [--for DURATION] [--reason TEXT] ADDR|PREFIX...\n\nBans addresses or networks by hand: in the kernel at once, recorded, kept\nover restarts and reconciles until they expire or are unbanned. Networks\nmay be as wide as enforcer.manual.widest_ipv4_prefix (/24) and\nwidest_ipv6_prefix (/48); never-block addresses cannot be banned.",
+		forHelp:    "ban `duration`, e.g. 90m, 12h, 7d (default: enforcer.ban_for)",
+		reasonHelp: "why, shown by bans and why (at most 200 bytes)",
+	})
+}
+
+func cmdUnban(ctx context.Context, args []string, s streams) error {
+	return runChange(ctx, args, s, changeCmd{
+		name: "unban", what: "address or prefix to unban", path: "/api/v1/unban", verb: "unbanned",
+		help: "unban ADDR|PREFIX...\n\nLifts bans: out of the kernel and the record at once; neither a reconcile\nnor a restart brings them back. The next offence bans again as usual.",
+	})
+}
+
+func cmdAllow(ctx context.Context, args []string, s streams) error {
+	return runChange(ctx, args, s, changeCmd{
+		name: "allow", what: "address or prefix to allow", path: "/api/v1/allows", verb: "allowed",
+		help:       "allow [--for DURATION] [--reason TEXT] ADDR|PREFIX...\n\nAdds run-time never-block entries (kept over restarts): active bans they\ncover are lifted and later offences from them ban nobody.",
+		forHelp:    "how long, e.g. 12h or 30d (default: until disallowed)",
+		reasonHelp: "why, shown by why (at most 200 bytes)",
+	})
+}
+
+func cmdDisallow(ctx context.Context, args []string, s streams) error {
+	return runChange(ctx, args, s, changeCmd{
+		name: "disallow", what: "allow entry to remove", path: "/api/v1/disallow", verb: "disallowed",
+		help: "disallow ADDR|PREFIX...\n\nRemoves run-time never-block entries made by allow; normal policy applies\nagain to later offences.",
+	})
 }
 
 func printResult(s streams, cf clientFlags, res enforcer.Result, verb string) error {
@@ -187,67 +238,6 @@ func printResult(s streams, cf clientFlags, res enforcer.Result, verb string) er
 		fmt.Fprintln(s.stdout, "note: in force, but the record has not confirmed it yet (see wormgate status)")
 	}
 	return nil
-}
-
-func cmdUnban(ctx context.Context, args []string, s streams) error {
-	fs := newFlagSet("unban", "unban ADDR|PREFIX...\n\nLifts bans: out of the kernel and the record at once; neither a reconcile\nnor a restart brings them back. The next offence bans again as usual.", s.stderr)
-	cf := addClientFlags(fs, true)
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
-		return err
-	}
-	if err := checkTargets(pos, "address or prefix to unban"); err != nil {
-		return err
-	}
-	var res enforcer.Result
-	if err := newClient(*cf.socket).do(ctx, http.MethodPost, "/api/v1/unban", changeRequest{Targets: pos}, &res); err != nil {
-		return err
-	}
-	return printResult(s, cf, res, "unbanned")
-}
-
-func cmdAllow(ctx context.Context, args []string, s streams) error {
-	fs := newFlagSet("allow", "allow [--for DURATION] [--reason TEXT] ADDR|PREFIX...\n\nAdds run-time never-block entries (kept over restarts): active bans they\ncover are lifted and later offences from them ban nobody.", s.stderr)
-	cf := addClientFlags(fs, true)
-	forArg := fs.String("for", "", "how long, e.g. 12h or 30d (default: until disallowed)")
-	reason := fs.String("reason", "", "why, shown by why (at most 200 bytes)")
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
-		return err
-	}
-	if err := checkTargets(pos, "address or prefix to allow"); err != nil {
-		return err
-	}
-	if *forArg != "" {
-		if _, err := parseFor(*forArg); err != nil {
-			return fmt.Errorf("%w: %s", errUsage, strings.TrimPrefix(err.Error(), errBadRequest.Error()+": "))
-		}
-	}
-	if len(*reason) > maxReason {
-		return fmt.Errorf("%w: --reason: longer than %d bytes", errUsage, maxReason)
-	}
-	var res enforcer.Result
-	if err := newClient(*cf.socket).do(ctx, http.MethodPost, "/api/v1/allows", changeRequest{Targets: pos, For: *forArg, Reason: *reason}, &res); err != nil {
-		return err
-	}
-	return printResult(s, cf, res, "allowed")
-}
-
-func cmdDisallow(ctx context.Context, args []string, s streams) error {
-	fs := newFlagSet("disallow", "disallow ADDR|PREFIX...\n\nRemoves run-time never-block entries made by allow; normal policy applies\nagain to later offences.", s.stderr)
-	cf := addClientFlags(fs, true)
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
-		return err
-	}
-	if err := checkTargets(pos, "allow entry to remove"); err != nil {
-		return err
-	}
-	var res enforcer.Result
-	if err := newClient(*cf.socket).do(ctx, http.MethodPost, "/api/v1/disallow", changeRequest{Targets: pos}, &res); err != nil {
-		return err
-	}
-	return printResult(s, cf, res, "disallowed")
 }
 
 func cmdWhy(ctx context.Context, args []string, s streams) error {

@@ -216,21 +216,25 @@ func (c *control) ban(r *http.Request, who string) (any, error) {
 			return nil, err
 		}
 	}
-	// Every target is checked before any is banned: all or nothing for
-	// the argument errors an operator makes.
-	for _, n := range nets {
-		if _, err := c.a.enf.CheckNet(n); err != nil {
-			return nil, err
-		}
+	return c.each(nets, func(n netip.Prefix) (enforcer.Result, error) {
+		return c.a.enf.Ban(r.Context(), enforcer.ManualBan{Net: n, For: d, Reason: req.Reason, By: who})
+	})
+}
+
+// each applies op to every target after checking them all first: the
+// argument errors an operator makes change nothing.
+func (c *control) each(nets []netip.Prefix, op func(netip.Prefix) (enforcer.Result, error)) (enforcer.Result, error) {
+	res := enforcer.Result{Durable: true}
+	if _, err := c.a.enf.CheckNets(nets); err != nil {
+		return res, err
 	}
-	var res enforcer.Result
-	res.Durable = true
 	for _, n := range nets {
-		r1, err := c.a.enf.Ban(r.Context(), enforcer.ManualBan{Net: n, For: d, Reason: req.Reason, By: who})
+		r1, err := op(n)
 		if err != nil {
 			return res, err
 		}
 		res.Changed = append(res.Changed, r1.Changed...)
+		res.Lifted = append(res.Lifted, r1.Lifted...)
 		res.Durable = res.Durable && r1.Durable
 	}
 	return res, nil
@@ -257,22 +261,9 @@ func (c *control) allow(r *http.Request, who string) (any, error) {
 		}
 		until = time.Now().Add(d)
 	}
-	for _, n := range nets {
-		if _, err := c.a.enf.CheckNet(n); err != nil {
-			return nil, err
-		}
-	}
-	res := enforcer.Result{Durable: true}
-	for _, n := range nets {
-		r1, err := c.a.enf.Allow(r.Context(), store.Allow{Net: n, Until: until, Reason: req.Reason, By: who})
-		if err != nil {
-			return res, err
-		}
-		res.Changed = append(res.Changed, r1.Changed...)
-		res.Lifted = append(res.Lifted, r1.Lifted...)
-		res.Durable = res.Durable && r1.Durable
-	}
-	return res, nil
+	return c.each(nets, func(n netip.Prefix) (enforcer.Result, error) {
+		return c.a.enf.Allow(r.Context(), store.Allow{Net: n, Until: until, Reason: req.Reason, By: who})
+	})
 }
 
 func (c *control) disallow(r *http.Request, who string) (any, error) {
