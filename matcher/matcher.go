@@ -30,6 +30,17 @@ const (
 	kiPostscreenHangup
 	kiSMTPDLostAuth
 	kiSMTPDTooManyErrors
+	kiSMTPDLostConnection
+	kiSMTPDPipelining
+	kiSMTPDNonSMTP
+	kiSMTPDRateLimit
+	kiSMTPDAuthFailedSession
+	kiPostscreenCommandTimeLimit
+	kiPostscreenCommandCountLimit
+	kiPostscreenCommandLengthLimit
+	kiPostscreenNonSMTP
+	kiPostscreenBareNewline
+	kiPostscreenPipelining
 )
 
 // queueKey identifies one message: queue IDs are unique only within one
@@ -142,7 +153,7 @@ func New(cfg Config) (*Matcher, error) {
 	if m.senders, err = established.New(e.TableSize, e.MinMessages, e.MinSpan); err != nil {
 		return nil, fmt.Errorf("matcher: sender table: %w", err)
 	}
-	m.rules.Store(compileRules(cfg.Rules))
+	m.rules.Store(compileRules(cfg.EffectiveRules()))
 	return m, nil
 }
 
@@ -150,7 +161,7 @@ func New(cfg Config) (*Matcher, error) {
 // (for a reload); the queue table and counters are kept. On error the old
 // rules stay in force.
 func (m *Matcher) SetRules(rules []Rule) error {
-	if err := errors.Join(validateRules(rules)...); err != nil {
+	if err := errors.Join(validateRules("rules", rules, make(map[string]string))...); err != nil {
 		return fmt.Errorf("matcher: %w", err)
 	}
 	m.rules.Store(compileRules(rules))
@@ -242,15 +253,19 @@ func (m *Matcher) Match(dst []Offense, msg syslog.Message) []Offense {
 
 func (m *Matcher) matchSMTPD(dst []Offense, msg syslog.Message, instance string) []Offense {
 	text := msg.Text
+	if text == "" {
+		return dst
+	}
 	if rest, ok := strings.CutPrefix(text, "warning: "); ok {
-		if ki, addr, ok := parseSASLFailure(rest); ok {
+		if ki, addr, ok := parseWarning(rest); ok {
 			return m.evaluate(dst, ki, msg, "", queued{addr: addr})
 		}
 		return dst
 	}
-	// Long queue IDs may start with 'l' or 't' too: fall through.
-	if text != "" && (text[0] == 'l' || text[0] == 't') {
-		if ki, addr, ok := parseSessionEnd(text); ok {
+	// Session records start with a lower case word; so may long queue
+	// IDs: fall through.
+	if c := text[0]; c == 'd' || c == 'i' || c == 'l' || c == 't' {
+		if ki, addr, ok := parseSession(text); ok {
 			return m.evaluate(dst, ki, msg, "", queued{addr: addr})
 		}
 	}
@@ -266,22 +281,27 @@ func (m *Matcher) matchSMTPD(dst []Offense, msg syslog.Message, instance string)
 	} else {
 		return dst
 	}
-	ki := -1
+	var ki int
+	var addr netip.Addr
 	if r, ok := strings.CutPrefix(rest, "reject: "); ok {
-		ki, rest = kiSMTPDReject, r
+		ki = kiSMTPDReject
+		if addr, ok = parseAnchoredReject(r); !ok {
+			return dst
+		}
 	} else if r, ok := strings.CutPrefix(rest, "milter-reject: "); ok {
-		ki, rest = kiMilterReject, r
-	} else {
-		return dst
-	}
-	addr, ok := parseAnchoredReject(rest)
-	if !ok {
+		ki = kiMilterReject
+		if addr, ok = parseAnchoredReject(r); !ok {
+			return dst
+		}
+	} else if ki, addr, ok = parseSessionEnd(rest); !ok {
+		// Postfix 3.10 and later put "NOQUEUE: " or the queue ID before
+		// "lost connection" and "too many errors".
 		return dst
 	}
 	client := queued{addr: addr}
 	if qid != "" {
-		// A reject after MAIL FROM within a transaction: the message's
-		// client= record tells whether the client authenticated.
+		// An event within a transaction: the message's client= record
+		// tells whether the client authenticated.
 		if q, ok := m.queue.Peek(queueKey{msg.Peer, msg.Host, instance, qid}); ok && q.addr == addr {
 			client.auth = q.auth
 		}
