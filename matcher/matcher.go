@@ -88,6 +88,8 @@ type Matcher struct {
 	senders *established.Table
 	intern  map[string]string
 	texts   textCache
+	// learning: Learn is running, events are neither counted nor matched.
+	learning bool
 
 	events       [numKinds]atomic.Uint64
 	matched      [numKinds]atomic.Uint64
@@ -251,6 +253,16 @@ func (m *Matcher) Match(dst []Offense, msg syslog.Message) []Offense {
 	return dst
 }
 
+// Learn updates the queue and sender tables from msg as Match does,
+// but neither counts nor matches its events: for the log before the
+// time range a replay reports on, whose client= records and accepted
+// messages the range's events need.
+func (m *Matcher) Learn(msg syslog.Message) {
+	m.learning = true
+	m.Match(nil, msg)
+	m.learning = false
+}
+
 func (m *Matcher) matchSMTPD(dst []Offense, msg syslog.Message, instance string) []Offense {
 	text := msg.Text
 	if text == "" {
@@ -344,6 +356,9 @@ func (m *Matcher) matchCleanup(dst []Offense, msg syslog.Message, instance strin
 // evaluate counts an event and appends one offense per matching rule. An
 // invalid client.addr means the event could not be attributed.
 func (m *Matcher) evaluate(dst []Offense, ki int, msg syslog.Message, qid string, client queued) []Offense {
+	if m.learning {
+		return dst
+	}
 	addr := client.addr
 	m.events[ki].Add(1)
 	rs := m.rules.Load()
