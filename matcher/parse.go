@@ -462,17 +462,21 @@ func cutStage(s string) (string, bool) {
 // None of it is client text. A session with auth=N/M and N < M had
 // failed AUTH commands.
 //
-// Every session ends with this record, so the cheap test comes first.
+// Every session ends with this record, so the cheap tests come first:
+// a session without a failed command has no '/' at all.
 func parseDisconnect(s string) (ki int, addr netip.Addr, ok bool) {
-	i := strings.Index(s, " auth=")
-	if i < 0 {
+	if strings.IndexByte(s, '/') < 0 {
+		return 0, netip.Addr{}, false
+	}
+	i := strings.Index(s, "auth=")
+	if i < 1 || s[i-1] != ' ' {
 		return 0, netip.Addr{}, false
 	}
 	addr, rest, ok := cutNamAddr(s)
 	if !ok || len(rest) == 0 || rest[0] != ' ' || len(s)-len(rest) > i {
 		return 0, netip.Addr{}, false
 	}
-	good, n, ok := digits(s[i+len(" auth="):])
+	good, n, ok := digits(s[i+len("auth="):])
 	if !ok || n == "" || n[0] != '/' {
 		return 0, netip.Addr{}, false
 	}
