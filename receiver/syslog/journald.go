@@ -62,43 +62,33 @@ func journalStamp(b []byte, ref time.Time, loc *time.Location) (time.Time, int, 
 	return t.Add(time.Duration(nsec)), m, nil
 }
 
-// journalISO reads "YYYY-MM-DDThh:mm:ss[.frac]±hhmm".
+// journalISO reads "YYYY-MM-DDThh:mm:ss[.frac]±hhmm": it puts the colon
+// that RFC 3339 wants into the zone of a copy on the stack and lets
+// parse3339 read that.
 func journalISO(b []byte) (time.Time, int, error) {
 	const n = len("2006-01-02T15:04:05")
-	if len(b) < n+len("+0000") || b[4] != '-' || b[7] != '-' || b[10] != 'T' || b[13] != ':' || b[16] != ':' {
+	var buf [maxISOStamp + 1]byte
+	if len(b) <= n || b[10] != 'T' {
 		return time.Time{}, 0, errNotJournal
 	}
-	y1, ok1 := two(b[0], b[1])
-	y2, ok2 := two(b[2], b[3])
-	mo, ok3 := two(b[5], b[6])
-	day, ok4 := two(b[8], b[9])
-	hh, ok5 := two(b[11], b[12])
-	mm, ok6 := two(b[14], b[15])
-	ss, ok7 := two(b[17], b[18])
-	year := y1*100 + y2
-	if !(ok1 && ok2 && ok3 && ok4 && ok5 && ok6 && ok7) ||
-		year < 1970 || mo < 1 || mo > 12 || day < 1 || day > 31 || hh > 23 || mm > 59 || ss > 60 {
+	_, i, ok := fraction(b, n)
+	if !ok || i+5 > maxISOStamp || len(b) < i+5 || (b[i] != '+' && b[i] != '-') ||
+		!isDigit(b[i+3]) || !isDigit(b[i+4]) || (len(b) > i+5 && isDigit(b[i+5])) {
 		return time.Time{}, 0, errNotJournal
 	}
-	nsec, i, ok := fraction(b, n)
-	if !ok || len(b) < i+5 || (b[i] != '+' && b[i] != '-') {
-		return time.Time{}, 0, errNotJournal
-	}
-	zh, okh := two(b[i+1], b[i+2])
-	zm, okm := two(b[i+3], b[i+4])
-	if !okh || !okm || zh > 23 || zm > 59 || (len(b) > i+5 && isDigit(b[i+5])) {
-		return time.Time{}, 0, errNotJournal
-	}
-	off := (zh*60 + zm) * 60
-	if b[i] == '-' {
-		off = -off
-	}
-	t := time.Date(year, time.Month(mo), day, hh, mm, ss, nsec, fixedZone(off))
-	if t.Day() != day && ss != 60 {
+	copy(buf[:], b[:i+3])
+	buf[i+3] = ':'
+	copy(buf[i+4:], b[i+3:i+5])
+	t, m, err := parse3339(buf[:i+6])
+	if err != nil || m != i+6 {
 		return time.Time{}, 0, errNotJournal
 	}
 	return t, i + 5, nil
 }
+
+// maxISOStamp bounds the short-iso-precise stamps read: journalctl writes
+// microseconds, 31 bytes in all.
+const maxISOStamp = 48
 
 // fraction reads an optional ".digits" at b[i:]: the nanoseconds (digits
 // past the ninth are dropped) and where it ends. A '.' without a digit
