@@ -319,6 +319,30 @@ func TestProfiles(t *testing.T) {
 			t.Errorf("profile %s: %v", p, err)
 		}
 	}
+	// A SASL backend that is down never counts; a mechanism that was not
+	// offered counts only in the aggressive profile.
+	counts := func(p Profile, k Kind) bool {
+		for _, r := range p.Rules() {
+			if len(r.Kinds) == 0 || slices.Contains(r.Kinds, k) {
+				return true
+			}
+		}
+		return false
+	}
+	for _, c := range []struct {
+		p    Profile
+		k    Kind
+		want bool
+	}{
+		{ProfileDefault, KindSASLServerError, false},
+		{ProfileAggressive, KindSASLServerError, false},
+		{ProfileDefault, KindSASLBadMechanism, false},
+		{ProfileAggressive, KindSASLBadMechanism, true},
+	} {
+		if got := counts(c.p, c.k); got != c.want {
+			t.Errorf("profile %s counts %s: %v, want %v", c.p, c.k, got, c.want)
+		}
+	}
 	added := Rule{Name: "mine", Pattern: MustRegexp(`x`), Threshold: 1, Window: time.Hour, Evidence: EvidenceStrong}
 	tests := []struct {
 		name string

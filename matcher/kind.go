@@ -99,8 +99,12 @@ const (
 	KindSMTPDRateLimit Kind = "smtpd_rate_limit"
 	// KindSMTPDAuthFailedSession is a session whose end-of-session
 	// statistics show failed AUTH commands: "disconnect from %s ...
-	// auth=N/M ..." with N < M (smtpd.c smtpd_format_cmd_stats). It
-	// counts sessions, whatever the SASL backend logged.
+	// auth=N/M ..." with N < M (smtpd.c smtpd_format_cmd_stats), and
+	// for which the same smtpd process logged no SASL failure: AUTH
+	// where it is not offered, aborted or malformed. A failure that
+	// smtpd logged is its own kind's to count (a wrong password as
+	// sasl_failed, a backend that is down as sasl_server_error, which
+	// must not come back as a failed session).
 	KindSMTPDAuthFailedSession Kind = "smtpd_auth_failed_session"
 	// KindPostscreenCommandTimeLimit is a client that postscreen's SMTP
 	// engine dropped at postscreen_command_time_limit: "COMMAND TIME

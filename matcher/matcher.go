@@ -63,6 +63,22 @@ type queued struct {
 	auth bool
 }
 
+// sessionKey identifies one smtpd session: an smtpd process serves one
+// client at a time, so the process and the client name it (with the
+// syslog sender and host, as for queue IDs).
+type sessionKey struct {
+	peer           netip.Addr
+	host, instance string
+	pid            int
+	addr           netip.Addr
+}
+
+// maxSASLSessions bounds the sessions remembered with a SASL failure;
+// each ends at its disconnect record, so only the sessions under way
+// (a few hundred smtpd processes on a busy site) and those whose
+// disconnect record was lost take room.
+const maxSASLSessions = 10000
+
 // ruleSet is one immutable generation of rules, swapped whole on reload.
 type ruleSet struct {
 	rules  []Rule
@@ -86,7 +102,10 @@ type Matcher struct {
 	// strings twice.
 	removed queued
 	senders *established.Table
-	intern  map[string]string
+	// saslSessions are the sessions under way that logged a SASL
+	// failure (see matchSMTPD).
+	saslSessions *simplelru.LRU[sessionKey, struct{}]
+	intern       map[string]string
 	texts   textCache
 	// learning: Learn is running, events are neither counted nor matched.
 	learning bool
@@ -151,6 +170,9 @@ func New(cfg Config) (*Matcher, error) {
 		return nil, fmt.Errorf("matcher: queue table: %w", err)
 	}
 	m.queue = q
+	if m.saslSessions, err = simplelru.NewLRU[sessionKey, struct{}](maxSASLSessions, nil); err != nil {
+		return nil, fmt.Errorf("matcher: session table: %w", err)
+	}
 	e := cfg.Established
 	if m.senders, err = established.New(e.TableSize, e.MinMessages, e.MinSpan); err != nil {
 		return nil, fmt.Errorf("matcher: sender table: %w", err)
@@ -253,6 +275,10 @@ func (m *Matcher) Match(dst []Offense, msg syslog.Message) []Offense {
 	return dst
 }
 
+func (m *Matcher) session(msg syslog.Message, instance string, addr netip.Addr) sessionKey {
+	return sessionKey{msg.Peer, m.internString(msg.Host), m.internString(instance), msg.PID, addr}
+}
+
 // Learn updates the queue and sender tables from msg as Match does,
 // but neither counts nor matches its events: for the log before the
 // time range a replay reports on, whose client= records and accepted
@@ -269,15 +295,28 @@ func (m *Matcher) matchSMTPD(dst []Offense, msg syslog.Message, instance string)
 		return dst
 	}
 	if rest, ok := strings.CutPrefix(text, "warning: "); ok {
-		if ki, addr, ok := parseWarning(rest); ok {
-			return m.evaluate(dst, ki, msg, "", queued{addr: addr})
+		ki, addr, ok := parseWarning(rest)
+		if !ok {
+			return dst
 		}
-		return dst
+		if ki == kiSASLFailed || ki == kiSASLServerError || ki == kiSASLBadMechanism {
+			m.saslSessions.Add(m.session(msg, instance, addr), struct{}{})
+		}
+		return m.evaluate(dst, ki, msg, "", queued{addr: addr})
 	}
 	// Session records start with a lower case word; so may long queue
 	// IDs: fall through.
 	if c := text[0]; c == 'd' || c == 'i' || c == 'l' || c == 't' {
 		if ki, addr, ok := parseSession(text); ok {
+			// A failed AUTH that smtpd logged a SASL failure for is
+			// that failure's kind's to count: a wrong password once
+			// (sasl_failed), a backend that is down never
+			// (sasl_server_error). The session counts only where
+			// nothing else does: AUTH where it is not offered, aborted
+			// or malformed.
+			if ki == kiSMTPDAuthFailedSession && m.saslSessions.Remove(m.session(msg, instance, addr)) {
+				return dst
+			}
 			return m.evaluate(dst, ki, msg, "", queued{addr: addr})
 		}
 	}

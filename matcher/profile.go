@@ -93,9 +93,11 @@ func aggressiveRules() []Rule {
 		},
 		{
 			// auth-failed-sessions: 5 sessions within 30 minutes whose
-			// statistics show failed AUTH commands (auth=0/1), also
-			// where no SASL failure is logged: AUTH on a port that
-			// does not offer it, aborted or malformed AUTH.
+			// statistics show failed AUTH commands (auth=0/1) that no
+			// SASL failure was logged for: AUTH on a port that does
+			// not offer it, aborted or malformed AUTH. (Wrong passwords
+			// are sasl-guessing's; a SASL backend that is down never
+			// counts.)
 			Name:      "auth-failed-sessions",
 			Kinds:     []Kind{KindSMTPDAuthFailedSession},
 			Pattern:   MustRegexp(` auth=[0-9]+/`),

@@ -224,10 +224,12 @@ func TestCheckExplain(t *testing.T) {
 
 // TestCheckSASLBackendDown: 50 SASL failures in a minute that are the
 // server's fault (Dovecot down: "Connection lost to authentication
-// server", saslauthd's "generic failure") ban nobody with the default
-// rules; five real failures of one client within ten minutes still ban
-// it.
+// server", saslauthd's "generic failure"), each session ending with its
+// failed AUTH in the statistics, ban nobody, with the default rules or
+// the aggressive profile; five real failures of one client within ten
+// minutes still ban it.
 func TestCheckSASLBackendDown(t *testing.T) {
+	aggressive := writeConfig(t, "matcher:\n  profile: aggressive\n")
 	t0 := time.Date(2026, 11, 26, 18, 0, 0, 0, time.UTC)
 	var b strings.Builder
 	for i := range 50 {
@@ -235,18 +237,21 @@ func TestCheckSASLBackendDown(t *testing.T) {
 		if i%2 == 1 {
 			reason = "generic failure"
 		}
-		fmt.Fprintf(&b, "%s mx1 postfix/submission/smtpd[%d]: warning: unknown[198.51.100.%d]:587: SASL LOGIN authentication failed: %s\n",
-			t0.Add(time.Duration(i)*time.Second).Format(time.RFC3339Nano), 100+i, 10+i%5, reason)
+		at := t0.Add(time.Duration(i) * time.Second).Format(time.RFC3339Nano)
+		client := fmt.Sprintf("unknown[198.51.100.%d]:587", 10+i%5)
+		fmt.Fprintf(&b, "%s mx1 postfix/submission/smtpd[%d]: warning: %s: SASL LOGIN authentication failed: %s\n", at, 100+i, client, reason)
+		fmt.Fprintf(&b, "%s mx1 postfix/submission/smtpd[%d]: disconnect from %s ehlo=1 auth=0/1 quit=1 commands=2/3\n", at, 100+i, client)
 	}
-	out, _ := runCheck(t, b.String(), "-")
-	if strings.TrimSpace(out) != "" {
-		t.Errorf("server-side SASL failures banned:\n%s", out)
+	for _, args := range [][]string{{"-"}, {"--config", aggressive, "-"}} {
+		if out, _ := runCheck(t, b.String(), args...); strings.TrimSpace(out) != "" {
+			t.Errorf("check %q: server-side SASL failures banned:\n%s", args, out)
+		}
 	}
 	for i := range 5 {
 		fmt.Fprintf(&b, "%s mx1 postfix/submission/smtpd[%d]: warning: unknown[203.0.113.80]:587: SASL LOGIN authentication failed: authentication failure\n",
 			t0.Add(time.Minute+time.Duration(i)*time.Minute).Format(time.RFC3339Nano), 200+i)
 	}
-	out, _ = runCheck(t, b.String(), "-")
+	out, _ := runCheck(t, b.String(), "-")
 	if diff := cmp.Diff([]string{"203.0.113.80"}, firstFields(out)); diff != "" {
 		t.Errorf("bans (-want +got):\n%s", diff)
 	}

@@ -40,6 +40,7 @@ type corpus struct {
 	t0     time.Time
 	lines  []stamped
 	qid    int
+	pid    int
 	nAddrs [3]int
 	// abusers are the clients the aggressive profile must ban;
 	// classic the subset that the default profile bans too.
@@ -63,9 +64,14 @@ func newCorpus(seed uint64) *corpus {
 
 var corpusHosts = []string{"mx1", "mx2", "mx3"}
 
-// emit adds one line of prog at t on host.
+// session starts a new SMTP session: its lines carry one process ID,
+// which smtpd's records of a session share.
+func (c *corpus) session() { c.pid = 1000 + c.r.IntN(30000) }
+
+// emit adds one line of prog at t on host, from the current session's
+// process.
 func (c *corpus) emit(t time.Time, host, prog, format string, args ...any) {
-	text := fmt.Sprintf("%s %s %s[%d]: %s", t.Format("2006-01-02T15:04:05.000000-07:00"), host, prog, 1000+c.r.IntN(30000), fmt.Sprintf(format, args...))
+	text := fmt.Sprintf("%s %s %s[%d]: %s", t.Format("2006-01-02T15:04:05.000000-07:00"), host, prog, c.pid, fmt.Sprintf(format, args...))
 	c.lines = append(c.lines, stamped{t: t, seq: len(c.lines), text: text})
 }
 
@@ -101,6 +107,7 @@ func psAddr(a netip.Addr, port int) string { return fmt.Sprintf("[%s]:%d", a, po
 
 // delivery is an ordinary accepted message from a on host at t.
 func (c *corpus) delivery(t time.Time, host string, a netip.Addr) {
+	c.session()
 	c.qid++
 	qid := fmt.Sprintf("%010X", 0x3A00000000+c.qid)
 	na := c.namaddr(a)
@@ -255,8 +262,23 @@ func (c *corpus) generate(abusersPer, glitchersPer, deliveries int) string {
 			c.delivery(c.t0.Add(time.Duration(i)*(days*24*time.Hour)/40), c.host(), a)
 		}
 		for i := range 6 {
+			c.session()
 			t := c.t0.Add((days*24-2)*time.Hour + time.Duration(i)*5*time.Minute)
 			c.emit(t, c.host(), "postfix/smtpd", "warning: Message delivery request rate limit exceeded: %d from %s for service smtp", 60+i, c.namaddr(a))
+		}
+	}
+	// The SASL backend down for ten minutes: the mail clients of
+	// ordinary users retry every 30 seconds, and every session ends in a
+	// failed AUTH that is the server's fault.
+	down := c.t0.Add(30 * time.Hour)
+	for range 20 {
+		a, host := c.addr(1), c.host()
+		for i := range 20 {
+			c.session()
+			t := down.Add(time.Duration(i) * 30 * time.Second)
+			na := c.namaddr(a)
+			c.emit(t, host, "postfix/submission/smtpd", "warning: %s: SASL PLAIN authentication failed: Connection lost to authentication server, sasl_username=user%d@example.test", na, i)
+			c.emit(t.Add(time.Millisecond), host, "postfix/submission/smtpd", "disconnect from %s ehlo=2 starttls=1 auth=0/1 quit=1 commands=4/5", na)
 		}
 	}
 	for range deliveries {
@@ -274,6 +296,7 @@ func (c *corpus) generate(abusersPer, glitchersPer, deliveries int) string {
 				// Evenly within span, each MX host in turn: one
 				// gateway protects them all.
 				at := start.Add(cl.span * time.Duration(i) / time.Duration(cl.abuse))
+				c.session()
 				cl.event(c, at, corpusHosts[i%len(corpusHosts)], a)
 			}
 		}
@@ -281,6 +304,7 @@ func (c *corpus) generate(abusersPer, glitchersPer, deliveries int) string {
 			a := c.addr(1)
 			start := c.t0.Add(time.Duration(c.r.Int64N(int64((days - 1) * 24 * time.Hour))))
 			for i := range cl.glitch {
+				c.session()
 				cl.event(c, start.Add(cl.gap*time.Duration(i)), c.host(), a)
 			}
 		}
@@ -302,8 +326,9 @@ func (c *corpus) generate(abusersPer, glitchersPer, deliveries int) string {
 // TestProfilesOnGeneratedCorpus: on a generated log with every abuse
 // class, the aggressive profile bans every abuser and nobody else (no
 // ordinary client, however often it glitched below a threshold, no
-// established relay over a rate limit, no decoy); the default profile
-// bans exactly the abusers of its own classes.
+// established relay over a rate limit, no user retrying while the SASL
+// backend is down, no decoy); the default profile bans exactly the
+// abusers of its own classes.
 func TestProfilesOnGeneratedCorpus(t *testing.T) {
 	c := newCorpus(1)
 	log := c.generate(8, 8, 3000)
