@@ -106,7 +106,7 @@ type Matcher struct {
 	// failure (see matchSMTPD).
 	saslSessions *simplelru.LRU[sessionKey, struct{}]
 	intern       map[string]string
-	texts   textCache
+	texts        textCache
 	// learning: Learn is running, events are neither counted nor matched.
 	learning bool
 
