@@ -82,9 +82,17 @@ type Rule struct {
 
 // Config is the matcher's part of the configuration file.
 type Config struct {
+	// Profile names the built-in rule set that Rules stands for when it
+	// is nil: ProfileDefault (also for "") or ProfileAggressive.
+	Profile Profile `yaml:"profile"`
 	// Rules are evaluated for every event; one event can match several
-	// rules and then yields one offense per rule.
+	// rules and then yields one offense per rule. nil means the
+	// profile's rules; a list, empty or not, replaces them.
 	Rules []Rule `yaml:"rules"`
+	// RulesAdd are evaluated after Rules (or the profile's rules), so
+	// that an operator can add rules without copying the built-in ones.
+	// A name of RulesAdd must not be one of those.
+	RulesAdd []Rule `yaml:"rules_add"`
 	// QueueTableSize bounds how many (host, queue ID) -> client records are
 	// remembered until their message is queued (qmgr), rejected or
 	// removed; the least
@@ -140,115 +148,124 @@ func DefaultEstablished() EstablishedConfig {
 	}
 }
 
-// DefaultConfig returns the built-in rules: a rule set an operator can
-// run unchanged on an MX. Content rules (worms, executable attachments)
-// ban on the first hit, because the administrator's own header_checks
-// already decided the message was malicious; but a bare executable
-// attachment is weak evidence, which does not ban an authenticated or
-// established client. Reputation and behaviour
-// rules (DNSBL listings, password guessing, relay probing, pregreeting)
-// ban for shorter times or only after repeats, because an ordinary but
-// misconfigured server or user can cause them once. Unknown users and
-// other smtpd rejects never ban by default: every mail server sends them.
+// DefaultConfig returns the built-in configuration with the default
+// profile's rules (see defaultRules), listed: a rule set an operator can
+// run unchanged on an MX.
 func DefaultConfig() Config {
 	return Config{
-		Rules: []Rule{
-			{
-				// worm-signature bans a client whose message a header or
-				// body check rejected or discarded with a text that names
-				// a worm or virus ("probably sent by a W32.HLLW.Mankx
-				// virus", "produced by W32-SoBig worm"). The pattern sees
-				// only the administrator's text, so that a Subject such as
-				// "Your mail server sent us a virus" cannot select it.
-				// Strong evidence: it bans an established relay or an
-				// authenticated user too, because the administrator's
-				// header_checks named the worm.
-				Name:      "worm-signature",
-				Kinds:     []Kind{KindCleanupReject, KindCleanupDiscard},
-				Pattern:   MustRegexp(`(?i)\b(w32|worm|virus)\b`),
-				Threshold: 1,
-				Window:    time.Hour,
-				BanFor:    24 * time.Hour,
-				Evidence:  EvidenceStrong,
-			},
-			{
-				// executable-attachment bans a client whose message was
-				// rejected or discarded for carrying an executable
-				// attachment ("an attachment with .scr extension
-				// detected"), which is how mass-mailing worms spread.
-				// Weak evidence: a provider's relay or the site's own
-				// user passes such a file on now and then, and banning
-				// them stops all their mail; so their clients, when
-				// authenticated or established, are not banned.
-				Name:      "executable-attachment",
-				Kinds:     []Kind{KindCleanupReject, KindCleanupDiscard},
-				Pattern:   MustRegexp(`(?i)\battachment with \.\w+ extension`),
-				Threshold: 1,
-				Window:    time.Hour,
-				BanFor:    24 * time.Hour,
-				Evidence:  EvidenceWeak,
-			},
-			{
-				// dnsbl-listed bans a client that smtpd
-				// (reject_rbl_client, reject_rhsbl_*: "Client host
-				// [addr] blocked using zen.example") or postscreen
-				// ("client [addr] blocked using ...") refused for a DNS
-				// blocklist. One hit: the listing is already the
-				// evidence. Six hours: listings of shared or dynamic
-				// addresses are often short, and a dropped connection
-				// only delays a real server's mail, which it retries.
-				Name:      "dnsbl-listed",
-				Kinds:     []Kind{KindSMTPDReject},
-				Pattern:   MustRegexp(`\] blocked using `),
-				Threshold: 1,
-				Window:    time.Hour,
-				BanFor:    6 * time.Hour,
-				Evidence:  EvidenceStrong,
-			},
-			{
-				// sasl-guessing bans password guessers: 5 failed SMTP
-				// AUTH attempts within 10 minutes. A user with a stale
-				// password in a mail client fails about once per check
-				// interval and is not caught; a guesser is, for an hour
-				// (the enforcer's escalation lengthens repeat bans).
-				Name:      "sasl-guessing",
-				Kinds:     []Kind{KindSASLFailed},
-				Pattern:   MustRegexp(`authentication failed`),
-				Threshold: 5,
-				Window:    10 * time.Minute,
-				BanFor:    time.Hour,
-				Evidence:  EvidenceStrong,
-			},
-			{
-				// relay-probing bans a client that tries to relay through
-				// the MX 3 times within an hour ("Relay access denied").
-				// A single denial is usually a misconfigured mail client
-				// or a stale MX record, so one is not enough.
-				Name:      "relay-probing",
-				Kinds:     []Kind{KindSMTPDReject},
-				Pattern:   MustRegexp(`Relay access denied`),
-				Threshold: 3,
-				Window:    time.Hour,
-				BanFor:    12 * time.Hour,
-				Evidence:  EvidenceStrong,
-			},
-			{
-				// postscreen-pregreet bans a client that talked before
-				// postscreen's greeting, which SMTP forbids and spam bots
-				// do. One hit; a short ban, because some mail clients'
-				// account set-up probes port 25 the same way.
-				Name:      "postscreen-pregreet",
-				Kinds:     []Kind{KindPostscreenPregreet},
-				Pattern:   MustRegexp(`^PREGREET `),
-				Threshold: 1,
-				Window:    time.Hour,
-				BanFor:    6 * time.Hour,
-				Evidence:  EvidenceStrong,
-			},
-		},
+		Profile:            ProfileDefault,
+		Rules:              defaultRules(),
 		QueueTableSize:     DefaultQueueTableSize,
 		ReinjectionSources: DefaultReinjectionSources(),
 		Established:        DefaultEstablished(),
+	}
+}
+
+// defaultRules are the rules of the default profile. Content rules
+// (worms, executable attachments) ban on the first hit, because the
+// administrator's own header_checks already decided the message was
+// malicious; but a bare executable attachment is weak evidence, which
+// does not ban an authenticated or established client. Reputation and
+// behaviour rules (DNSBL listings, password guessing, relay probing,
+// pregreeting) ban for shorter times or only after repeats, because an
+// ordinary but misconfigured server or user can cause them once. Unknown
+// users and other smtpd rejects never ban by default: every mail server
+// sends them. Neither do the protocol and rate records that an ordinary
+// client can cause now and then (see aggressiveRules).
+func defaultRules() []Rule {
+	return []Rule{
+		{
+			// worm-signature bans a client whose message a header or
+			// body check rejected or discarded with a text that names
+			// a worm or virus ("probably sent by a W32.HLLW.Mankx
+			// virus", "produced by W32-SoBig worm"). The pattern sees
+			// only the administrator's text, so that a Subject such as
+			// "Your mail server sent us a virus" cannot select it.
+			// Strong evidence: it bans an established relay or an
+			// authenticated user too, because the administrator's
+			// header_checks named the worm.
+			Name:      "worm-signature",
+			Kinds:     []Kind{KindCleanupReject, KindCleanupDiscard},
+			Pattern:   MustRegexp(`(?i)\b(w32|worm|virus)\b`),
+			Threshold: 1,
+			Window:    time.Hour,
+			BanFor:    24 * time.Hour,
+			Evidence:  EvidenceStrong,
+		},
+		{
+			// executable-attachment bans a client whose message was
+			// rejected or discarded for carrying an executable
+			// attachment ("an attachment with .scr extension
+			// detected"), which is how mass-mailing worms spread.
+			// Weak evidence: a provider's relay or the site's own
+			// user passes such a file on now and then, and banning
+			// them stops all their mail; so their clients, when
+			// authenticated or established, are not banned.
+			Name:      "executable-attachment",
+			Kinds:     []Kind{KindCleanupReject, KindCleanupDiscard},
+			Pattern:   MustRegexp(`(?i)\battachment with \.\w+ extension`),
+			Threshold: 1,
+			Window:    time.Hour,
+			BanFor:    24 * time.Hour,
+			Evidence:  EvidenceWeak,
+		},
+		{
+			// dnsbl-listed bans a client that smtpd
+			// (reject_rbl_client, reject_rhsbl_*: "Client host
+			// [addr] blocked using zen.example") or postscreen
+			// ("client [addr] blocked using ...") refused for a DNS
+			// blocklist. One hit: the listing is already the
+			// evidence. Six hours: listings of shared or dynamic
+			// addresses are often short, and a dropped connection
+			// only delays a real server's mail, which it retries.
+			Name:      "dnsbl-listed",
+			Kinds:     []Kind{KindSMTPDReject},
+			Pattern:   MustRegexp(`\] blocked using `),
+			Threshold: 1,
+			Window:    time.Hour,
+			BanFor:    6 * time.Hour,
+			Evidence:  EvidenceStrong,
+		},
+		{
+			// sasl-guessing bans password guessers: 5 failed SMTP
+			// AUTH attempts within 10 minutes. A user with a stale
+			// password in a mail client fails about once per check
+			// interval and is not caught; a guesser is, for an hour
+			// (the enforcer's escalation lengthens repeat bans).
+			Name:      "sasl-guessing",
+			Kinds:     []Kind{KindSASLFailed},
+			Pattern:   MustRegexp(`authentication failed`),
+			Threshold: 5,
+			Window:    10 * time.Minute,
+			BanFor:    time.Hour,
+			Evidence:  EvidenceStrong,
+		},
+		{
+			// relay-probing bans a client that tries to relay through
+			// the MX 3 times within an hour ("Relay access denied").
+			// A single denial is usually a misconfigured mail client
+			// or a stale MX record, so one is not enough.
+			Name:      "relay-probing",
+			Kinds:     []Kind{KindSMTPDReject},
+			Pattern:   MustRegexp(`Relay access denied`),
+			Threshold: 3,
+			Window:    time.Hour,
+			BanFor:    12 * time.Hour,
+			Evidence:  EvidenceStrong,
+		},
+		{
+			// postscreen-pregreet bans a client that talked before
+			// postscreen's greeting, which SMTP forbids and spam bots
+			// do. One hit; a short ban, because some mail clients'
+			// account set-up probes port 25 the same way.
+			Name:      "postscreen-pregreet",
+			Kinds:     []Kind{KindPostscreenPregreet},
+			Pattern:   MustRegexp(`^PREGREET `),
+			Threshold: 1,
+			Window:    time.Hour,
+			BanFor:    6 * time.Hour,
+			Evidence:  EvidenceStrong,
+		},
 	}
 }
 
@@ -282,6 +299,9 @@ func cloneRules(rules []Rule) []Rule {
 // path is relative to the matcher section ("rules[0].pattern").
 func (c Config) Validate() error {
 	var errs []error
+	if !c.Profile.Valid() {
+		errs = append(errs, configerr.New("profile", configerr.ErrInvalid, "%q is not a rule profile (%s or %s)", c.Profile, ProfileDefault, ProfileAggressive))
+	}
 	if c.QueueTableSize < 1 {
 		errs = append(errs, configerr.New("queue_table_size", configerr.ErrOutOfRange, "%d is out of range (at least 1)", c.QueueTableSize))
 	}
@@ -300,7 +320,17 @@ func (c Config) Validate() error {
 	if e.MinSpan < 0 {
 		errs = append(errs, configerr.New("established.min_span", configerr.ErrOutOfRange, "%v is negative", e.MinSpan))
 	}
-	errs = append(errs, validateRules(c.Rules)...)
+	names := make(map[string]string)
+	if c.Rules == nil && c.Profile.Valid() {
+		// The built-in rules are valid (a test says so); only their
+		// names matter here, for rules_add.
+		for _, r := range c.Profile.rules() {
+			names[r.Name] = fmt.Sprintf("a rule of profile %s", c.Profile.orDefault())
+		}
+	} else {
+		errs = append(errs, validateRules("rules", c.Rules, names)...)
+	}
+	errs = append(errs, validateRules("rules_add", c.RulesAdd, names)...)
 	return errors.Join(errs...)
 }
 
@@ -313,12 +343,15 @@ var kindList = func() string {
 	return strings.Join(s, ", ")
 }()
 
-func validateRules(rules []Rule) []error {
+// validateRules reports the problems of the rule list at field. names
+// maps the rule names taken so far to where ("rules[0]"); the list's own
+// names are added.
+func validateRules(field string, rules []Rule, names map[string]string) []error {
 	var errs []error
-	seen := make(map[string]int, len(rules))
 	for i, r := range rules {
-		bad := func(field string, kind error, format string, args ...any) {
-			errs = append(errs, configerr.New(fmt.Sprintf("rules[%d].%s", i, field), kind, format, args...))
+		at := fmt.Sprintf("%s[%d]", field, i)
+		bad := func(sub string, kind error, format string, args ...any) {
+			errs = append(errs, configerr.New(at+"."+sub, kind, format, args...))
 		}
 		switch {
 		case r.Name == "":
@@ -326,10 +359,10 @@ func validateRules(rules []Rule) []error {
 		case !validName(r.Name):
 			bad("name", configerr.ErrInvalid, "%q is not a rule name: use up to 64 letters, digits, '.', '_' and '-'", r.Name)
 		default:
-			if j, dup := seen[r.Name]; dup {
-				bad("name", configerr.ErrDuplicate, "%q is also the name of rules[%d]", r.Name, j)
+			if where, dup := names[r.Name]; dup {
+				bad("name", configerr.ErrDuplicate, "%q is also the name of %s", r.Name, where)
 			} else {
-				seen[r.Name] = i
+				names[r.Name] = at
 			}
 		}
 		for j, k := range r.Kinds {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -59,7 +60,7 @@ func TestValidate(t *testing.T) {
 		{
 			name:     "unknown kind",
 			cfg:      cfg(with(func(r *Rule) { r.Kinds = []Kind{KindSASLFailed, "cleanup_rejekt"} })),
-			want:     []string{`rules[0].kinds[1]: "cleanup_rejekt" is not an event kind (cleanup_reject, cleanup_discard, cleanup_hold, cleanup_warning, milter_reject, smtpd_reject, sasl_failed, sasl_server_error, sasl_bad_mechanism, postscreen_pregreet, postscreen_dnsbl, postscreen_hangup, smtpd_lost_auth, smtpd_too_many_errors)`},
+			want:     []string{`rules[0].kinds[1]: "cleanup_rejekt" is not an event kind (cleanup_reject, cleanup_discard, cleanup_hold, cleanup_warning, milter_reject, smtpd_reject, sasl_failed, sasl_server_error, sasl_bad_mechanism, postscreen_pregreet, postscreen_dnsbl, postscreen_hangup, smtpd_lost_auth, smtpd_too_many_errors, smtpd_lost_connection, smtpd_pipelining, smtpd_non_smtp, smtpd_rate_limit, smtpd_auth_failed_session, postscreen_command_time_limit, postscreen_command_count_limit, postscreen_command_length_limit, postscreen_non_smtp, postscreen_bare_newline, postscreen_pipelining)`},
 			sentinel: configerr.ErrInvalid,
 		},
 		{
@@ -119,6 +120,44 @@ func TestValidate(t *testing.T) {
 		{
 			name: "established on one message, no span",
 			cfg:  Config{QueueTableSize: 1, Established: EstablishedConfig{TableSize: 1, MinMessages: 1}},
+		},
+		{
+			name: "aggressive profile with added rules",
+			cfg:  Config{Profile: ProfileAggressive, RulesAdd: []Rule{ok()}, QueueTableSize: 1, Established: DefaultEstablished()},
+		},
+		{
+			name:     "unknown profile",
+			cfg:      Config{Profile: "agressive", QueueTableSize: 1, Established: DefaultEstablished()},
+			want:     []string{`profile: "agressive" is not a rule profile (default or aggressive)`},
+			sentinel: configerr.ErrInvalid,
+		},
+		{
+			name: "added rule named like a profile's rule",
+			cfg: Config{Profile: ProfileAggressive, QueueTableSize: 1, Established: DefaultEstablished(), RulesAdd: []Rule{
+				ok(), with(func(r *Rule) { r.Name = "rate-limit" }), with(func(r *Rule) { r.Name = "worm-signature" }),
+			}},
+			want: []string{
+				`rules_add[1].name: "rate-limit" is also the name of a rule of profile aggressive`,
+				`rules_add[2].name: "worm-signature" is also the name of a rule of profile aggressive`,
+			},
+			sentinel: configerr.ErrDuplicate,
+		},
+		{
+			name: "added rule named like a listed rule, and invalid",
+			cfg: Config{Rules: []Rule{ok()}, QueueTableSize: 1, Established: DefaultEstablished(), RulesAdd: []Rule{
+				with(func(r *Rule) { r.Name = "q"; r.Threshold = 0 }), ok(), with(func(r *Rule) { r.Name = "q" }),
+			}},
+			want: []string{
+				`rules_add[0].threshold: 0 is out of range (at least 1)`,
+				`rules_add[1].name: "r" is also the name of rules[0]`,
+				`rules_add[2].name: "q" is also the name of rules_add[0]`,
+			},
+			sentinel: configerr.ErrDuplicate,
+		},
+		{
+			// The default profile has no rate-limit rule to clash with.
+			name: "default profile, added rule named like an aggressive one",
+			cfg:  Config{QueueTableSize: 1, Established: DefaultEstablished(), RulesAdd: []Rule{with(func(r *Rule) { r.Name = "rate-limit" })}},
 		},
 	}
 	for _, tt := range tests {
@@ -259,5 +298,73 @@ established:
 	err = yaml.Unmarshal([]byte(bad), &cfg)
 	if err == nil || !strings.Contains(err.Error(), `'(abc'`) {
 		t.Errorf("decoding a bad pattern: %v, want an error naming it", err)
+	}
+}
+
+// TestProfiles: the built-in rule sets are valid, the aggressive one is
+// the default one and its own additions, and a configuration runs
+// Rules, or its profile's rules, and then RulesAdd.
+func TestProfiles(t *testing.T) {
+	names := func(rules []Rule) []string {
+		var out []string
+		for _, r := range rules {
+			out = append(out, r.Name)
+		}
+		return out
+	}
+	def := names(DefaultConfig().Rules)
+	aggr := append(slices.Clone(def), names(AggressiveRules())...)
+	for _, p := range []Profile{ProfileDefault, ProfileAggressive} {
+		if err := errors.Join(validateRules("rules", p.Rules(), make(map[string]string))...); err != nil {
+			t.Errorf("profile %s: %v", p, err)
+		}
+	}
+	// A SASL backend that is down never counts; a mechanism that was not
+	// offered counts only in the aggressive profile.
+	counts := func(p Profile, k Kind) bool {
+		for _, r := range p.Rules() {
+			if len(r.Kinds) == 0 || slices.Contains(r.Kinds, k) {
+				return true
+			}
+		}
+		return false
+	}
+	for _, c := range []struct {
+		p    Profile
+		k    Kind
+		want bool
+	}{
+		{ProfileDefault, KindSASLServerError, false},
+		{ProfileAggressive, KindSASLServerError, false},
+		{ProfileDefault, KindSASLBadMechanism, false},
+		{ProfileAggressive, KindSASLBadMechanism, true},
+	} {
+		if got := counts(c.p, c.k); got != c.want {
+			t.Errorf("profile %s counts %s: %v, want %v", c.p, c.k, got, c.want)
+		}
+	}
+	added := Rule{Name: "mine", Pattern: MustRegexp(`x`), Threshold: 1, Window: time.Hour, Evidence: EvidenceStrong}
+	tests := []struct {
+		name string
+		cfg  Config
+		want []string
+	}{
+		{"zero value", Config{}, def},
+		{"default", DefaultConfig(), def},
+		{"aggressive", Config{Profile: ProfileAggressive}, aggr},
+		{"aggressive and added", Config{Profile: ProfileAggressive, RulesAdd: []Rule{added}}, append(slices.Clone(aggr), "mine")},
+		{"listed rules replace the profile's", Config{Profile: ProfileAggressive, Rules: []Rule{added}}, []string{"mine"}},
+		{"an empty list is no rules", Config{Rules: []Rule{}}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if diff := cmp.Diff(tt.want, names(tt.cfg.EffectiveRules())); diff != "" {
+				t.Errorf("EffectiveRules (-want +got):\n%s", diff)
+			}
+			r := tt.cfg.Resolved()
+			if diff := cmp.Diff(tt.want, names(r.Rules)); diff != "" || r.RulesAdd != nil || r.Rules == nil {
+				t.Errorf("Resolved: RulesAdd %v, Rules (-want +got):\n%s", r.RulesAdd, diff)
+			}
+		})
 	}
 }

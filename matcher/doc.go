@@ -22,4 +22,12 @@
 // of its messages qmgr accepted and since when (package established), so
 // that the policy can spare authenticated and established clients from
 // weak evidence.
+//
+// The rules come in two built-in profiles: the default one, which counts
+// only what an ordinary client hardly ever causes (worm rejects, DNSBL
+// listings, password guessing, relay probing, pregreeting), and the
+// aggressive one, which adds the rest of smtpd's, postscreen's and
+// anvil's abuse records with thresholds that one glitch never reaches.
+// An operator adds rules to either (Config.RulesAdd) or replaces them
+// (Config.Rules).
 package matcher

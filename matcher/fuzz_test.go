@@ -13,8 +13,10 @@ var (
 	refAnchored   = regexp.MustCompile(`^(?:NOQUEUE|[0-9A-Za-z]+): (?:milter-)?reject: [A-Z-]+ from [^\[\] ]*\[([^\]]*)\](?::[0-9]+)?: `)
 	refSASL       = regexp.MustCompile(`^warning: [^\[\] ]*\[([^\]]*)\](?::[0-9]+)?: SASL `)
 	refClient     = regexp.MustCompile(`(?:^[0-9A-Za-z]+: client=|, orig_client=)[^\[\] ]*\[([^\]]*)\]`)
-	refPostscreen = regexp.MustCompile(`^(?:PREGREET [0-9]+ after [0-9.]+ from |DNSBL rank -?[0-9]+ for |HANGUP after [0-9.]+ from )\[([^\]]*)\]:[0-9]+`)
-	refSessionEnd = regexp.MustCompile(`^(?:lost connection after AUTH|too many errors after [A-Z-]+(?: \([0-9]+ bytes\))?) from [^\[\] ]*\[([^\]]*)\](?::[0-9]+)?$`)
+	refPostscreen = regexp.MustCompile(`^(?:PREGREET [0-9]+ after [0-9.]+ from |DNSBL rank -?[0-9]+ for |HANGUP after [0-9.]+ from |(?:COMMAND (?:TIME|COUNT|LENGTH) LIMIT|COMMAND PIPELINING|NON-SMTP COMMAND|BARE NEWLINE) from )\[([^\]]*)\]:[0-9]+`)
+	refSessionEnd = regexp.MustCompile(`^(?:(?:NOQUEUE|[0-9A-Za-z]+): )?(?:lost connection|too many errors) after [A-Z-]+(?: \([0-9]+ bytes\))? from [^\[\] ]*\[([^\]]*)\](?::[0-9]+)?$`)
+	refSession    = regexp.MustCompile(`^(?:improper command pipelining after [A-Z-]+ from |disconnect from )[^\[\] ]*\[([^\]]*)\](?::[0-9]+)?[: ]`)
+	refWarning    = regexp.MustCompile(`^warning: (?:non-SMTP command from |[A-Za-z ]+ limit exceeded: [0-9]+ from )[^\[\] ]*\[([^\]]*)\](?::[0-9]+)?[: ]`)
 	// The only records that may make a client authenticated or count a
 	// message as accepted.
 	refAuthClient  = regexp.MustCompile(`^[0-9A-Za-z]+: client=[^\[\] ,;]*\[[^\]]*\](?::[0-9]+)?, sasl_method=[^, ]`)
@@ -52,6 +54,15 @@ func FuzzMatch(f *testing.F) {
 	f.Add("lost connection after AUTH from unknown[203.0.113.5]:587", uint8(1))
 	f.Add("too many errors after DATA (0 bytes) from x.example[2001:db8::5]", uint8(4))
 	f.Add("lQ2Yh85FCfzB5sw: client=unknown[203.0.113.5]", uint8(1))
+	f.Add("NOQUEUE: lost connection after CONNECT from unknown[203.0.113.5]", uint8(1))
+	f.Add("C31CFB81BD: lost connection after DATA (10 bytes) from unknown[203.0.113.5]:25", uint8(4))
+	f.Add("improper command pipelining after RSET from x.example[203.0.113.5]: MAIL FROM:<a@[192.0.2.1]>", uint8(1))
+	f.Add("disconnect from unknown[2001:db8::5] ehlo=1 auth=0/1 quit=1 commands=2/3", uint8(4))
+	f.Add("warning: non-SMTP command from unknown[203.0.113.5]: GET / from unknown[192.0.2.1]: x", uint8(1))
+	f.Add("warning: Connection rate limit exceeded: 31 from unknown[203.0.113.5] for service smtp", uint8(1))
+	f.Add("COMMAND TIME LIMIT from [203.0.113.5]:3608 after CONNECT", uint8(2))
+	f.Add("NON-SMTP COMMAND from [203.0.113.5]:1 after CONNECT: GET / from [192.0.2.1]:2", uint8(2))
+	f.Add("BARE NEWLINE from [203.0.113.5]:1 after EHLO [192.0.2.1]:2", uint8(2))
 	f.Add("C31CFB81BD: from=<news@example.net>, size=4242, nrcpt=1 (queue active)", uint8(3))
 	f.Add(`C31CFB81BD: from=<"x>, size=1, nrcpt=1 (queue active)"@x>, status=expired, returned to sender`, uint8(3))
 	f.Add("C31CFB81BD: client=unknown[203.0.113.5], sasl_method=PLAIN, sasl_username=u", uint8(1))
@@ -68,7 +79,7 @@ func FuzzMatch(f *testing.F) {
 		program := fuzzPrograms[int(prog)%len(fuzzPrograms)]
 		allowed := map[netip.Addr]bool{netip.MustParseAddr(client): true}
 		if strings.HasSuffix(program, "/smtpd") || strings.HasSuffix(program, "/postscreen") {
-			for _, re := range []*regexp.Regexp{refAnchored, refSASL, refPostscreen, refSessionEnd} {
+			for _, re := range []*regexp.Regexp{refAnchored, refSASL, refPostscreen, refSessionEnd, refSession, refWarning} {
 				if sm := re.FindStringSubmatch(text); sm != nil {
 					addAllowed(allowed, sm[1])
 				}

@@ -67,6 +67,69 @@ const (
 	// smtpd_hard_error_limit errors: "too many errors after %s from
 	// name[addr](:port)?" (smtpd.c).
 	KindSMTPDTooManyErrors Kind = "smtpd_too_many_errors"
+
+	// The kinds below are the rest of smtpd's and postscreen's abuse
+	// records. No default rule counts them; the aggressive profile does
+	// (see ProfileAggressive).
+
+	// KindSMTPDLostConnection is a client that dropped the connection at
+	// any other stage than AUTH: "lost connection after %s from
+	// name[addr](:port)?", with "DATA (%lu bytes)" or "BDAT (%lu bytes)"
+	// for a stage with content (smtpd.c). The stage is in the text for a
+	// rule to select: CONNECT (a scanner that only connects), STARTTLS
+	// (a failed TLS handshake), UNKNOWN (after a command smtpd did not
+	// know). Since Postfix 3.10 these records, like "too many errors",
+	// start with "NOQUEUE: " or the queue ID.
+	KindSMTPDLostConnection Kind = "smtpd_lost_connection"
+	// KindSMTPDPipelining is a client that sent commands before smtpd's
+	// reply where SMTP forbids it: "improper command pipelining after %s
+	// from %s: %s" (smtpd.c smtpd_flag_ill_pipelining); the text after
+	// the client is what the client sent.
+	KindSMTPDPipelining Kind = "smtpd_pipelining"
+	// KindSMTPDNonSMTP is a client that sent a mail header or a command of
+	// smtpd_forbidden_commands (an HTTP request to port 25): "warning:
+	// non-SMTP command from %s: %.100s" (smtpd.c).
+	KindSMTPDNonSMTP Kind = "smtpd_non_smtp"
+	// KindSMTPDRateLimit is a client over one of anvil's limits, which
+	// smtpd enforces: "warning: Connection rate limit exceeded: %d from
+	// %s for service %s", and the same for "Connection concurrency",
+	// "Message delivery request rate", "Recipient address rate", "New
+	// TLS session rate" and "AUTH command rate" (smtpd.c). The limit is
+	// in the text for a rule to select.
+	KindSMTPDRateLimit Kind = "smtpd_rate_limit"
+	// KindSMTPDAuthFailedSession is a session whose end-of-session
+	// statistics show failed AUTH commands: "disconnect from %s ...
+	// auth=N/M ..." with N < M (smtpd.c smtpd_format_cmd_stats), and
+	// for which the same smtpd process logged no SASL failure: AUTH
+	// where it is not offered, aborted or malformed. A failure that
+	// smtpd logged is its own kind's to count (a wrong password as
+	// sasl_failed, a backend that is down as sasl_server_error, which
+	// must not come back as a failed session).
+	KindSMTPDAuthFailedSession Kind = "smtpd_auth_failed_session"
+	// KindPostscreenCommandTimeLimit is a client that postscreen's SMTP
+	// engine dropped at postscreen_command_time_limit: "COMMAND TIME
+	// LIMIT from [%s]:%s after %s" (postscreen_smtpd.c).
+	KindPostscreenCommandTimeLimit Kind = "postscreen_command_time_limit"
+	// KindPostscreenCommandCountLimit is a client that sent more than
+	// postscreen_command_count_limit commands: "COMMAND COUNT LIMIT from
+	// [%s]:%s after %s".
+	KindPostscreenCommandCountLimit Kind = "postscreen_command_count_limit"
+	// KindPostscreenCommandLengthLimit is a client that sent a command
+	// longer than line_length_limit: "COMMAND LENGTH LIMIT from [%s]:%s
+	// after %s".
+	KindPostscreenCommandLengthLimit Kind = "postscreen_command_length_limit"
+	// KindPostscreenNonSMTP is postscreen's non-SMTP command test: "NON-SMTP
+	// COMMAND from [%s]:%s after %s: %.100s %s"; the command and its
+	// text after the client are the client's.
+	KindPostscreenNonSMTP Kind = "postscreen_non_smtp"
+	// KindPostscreenBareNewline is postscreen's bare newline test: "BARE
+	// NEWLINE from [%s]:%s after %s", where the text after "after" is the
+	// client's command.
+	KindPostscreenBareNewline Kind = "postscreen_bare_newline"
+	// KindPostscreenPipelining is postscreen's pipelining test: "COMMAND
+	// PIPELINING from [%s]:%s after %.100s: %s", the command and text
+	// being the client's.
+	KindPostscreenPipelining Kind = "postscreen_pipelining"
 )
 
 // kinds lists every Kind; a Kind's position here indexes the counters and
@@ -86,6 +149,17 @@ var kinds = [...]Kind{
 	KindPostscreenHangup,
 	KindSMTPDLostAuth,
 	KindSMTPDTooManyErrors,
+	KindSMTPDLostConnection,
+	KindSMTPDPipelining,
+	KindSMTPDNonSMTP,
+	KindSMTPDRateLimit,
+	KindSMTPDAuthFailedSession,
+	KindPostscreenCommandTimeLimit,
+	KindPostscreenCommandCountLimit,
+	KindPostscreenCommandLengthLimit,
+	KindPostscreenNonSMTP,
+	KindPostscreenBareNewline,
+	KindPostscreenPipelining,
 }
 
 const numKinds = len(kinds)

@@ -30,6 +30,17 @@ const (
 	kiPostscreenHangup
 	kiSMTPDLostAuth
 	kiSMTPDTooManyErrors
+	kiSMTPDLostConnection
+	kiSMTPDPipelining
+	kiSMTPDNonSMTP
+	kiSMTPDRateLimit
+	kiSMTPDAuthFailedSession
+	kiPostscreenCommandTimeLimit
+	kiPostscreenCommandCountLimit
+	kiPostscreenCommandLengthLimit
+	kiPostscreenNonSMTP
+	kiPostscreenBareNewline
+	kiPostscreenPipelining
 )
 
 // queueKey identifies one message: queue IDs are unique only within one
@@ -51,6 +62,22 @@ type queued struct {
 	// auth: the client= record shows a successful SMTP AUTH.
 	auth bool
 }
+
+// sessionKey identifies one smtpd session: an smtpd process serves one
+// client at a time, so the process and the client name it (with the
+// syslog sender and host, as for queue IDs).
+type sessionKey struct {
+	peer           netip.Addr
+	host, instance string
+	pid            int
+	addr           netip.Addr
+}
+
+// maxSASLSessions bounds the sessions remembered with a SASL failure;
+// each ends at its disconnect record, so only the sessions under way
+// (a few hundred smtpd processes on a busy site) and those whose
+// disconnect record was lost take room.
+const maxSASLSessions = 10000
 
 // ruleSet is one immutable generation of rules, swapped whole on reload.
 type ruleSet struct {
@@ -75,8 +102,13 @@ type Matcher struct {
 	// strings twice.
 	removed queued
 	senders *established.Table
-	intern  map[string]string
-	texts   textCache
+	// saslSessions are the sessions under way that logged a SASL
+	// failure (see matchSMTPD).
+	saslSessions *simplelru.LRU[sessionKey, struct{}]
+	intern       map[string]string
+	texts        textCache
+	// learning: Learn is running, events are neither counted nor matched.
+	learning bool
 
 	events       [numKinds]atomic.Uint64
 	matched      [numKinds]atomic.Uint64
@@ -138,11 +170,14 @@ func New(cfg Config) (*Matcher, error) {
 		return nil, fmt.Errorf("matcher: queue table: %w", err)
 	}
 	m.queue = q
+	if m.saslSessions, err = simplelru.NewLRU[sessionKey, struct{}](maxSASLSessions, nil); err != nil {
+		return nil, fmt.Errorf("matcher: session table: %w", err)
+	}
 	e := cfg.Established
 	if m.senders, err = established.New(e.TableSize, e.MinMessages, e.MinSpan); err != nil {
 		return nil, fmt.Errorf("matcher: sender table: %w", err)
 	}
-	m.rules.Store(compileRules(cfg.Rules))
+	m.rules.Store(compileRules(cfg.EffectiveRules()))
 	return m, nil
 }
 
@@ -150,7 +185,7 @@ func New(cfg Config) (*Matcher, error) {
 // (for a reload); the queue table and counters are kept. On error the old
 // rules stay in force.
 func (m *Matcher) SetRules(rules []Rule) error {
-	if err := errors.Join(validateRules(rules)...); err != nil {
+	if err := errors.Join(validateRules("rules", rules, make(map[string]string))...); err != nil {
 		return fmt.Errorf("matcher: %w", err)
 	}
 	m.rules.Store(compileRules(rules))
@@ -240,17 +275,48 @@ func (m *Matcher) Match(dst []Offense, msg syslog.Message) []Offense {
 	return dst
 }
 
+func (m *Matcher) session(msg syslog.Message, instance string, addr netip.Addr) sessionKey {
+	return sessionKey{msg.Peer, m.internString(msg.Host), m.internString(instance), msg.PID, addr}
+}
+
+// Learn updates the queue and sender tables from msg as Match does,
+// but neither counts nor matches its events: for the log before the
+// time range a replay reports on, whose client= records and accepted
+// messages the range's events need.
+func (m *Matcher) Learn(msg syslog.Message) {
+	m.learning = true
+	m.Match(nil, msg)
+	m.learning = false
+}
+
 func (m *Matcher) matchSMTPD(dst []Offense, msg syslog.Message, instance string) []Offense {
 	text := msg.Text
-	if rest, ok := strings.CutPrefix(text, "warning: "); ok {
-		if ki, addr, ok := parseSASLFailure(rest); ok {
-			return m.evaluate(dst, ki, msg, "", queued{addr: addr})
-		}
+	if text == "" {
 		return dst
 	}
-	// Long queue IDs may start with 'l' or 't' too: fall through.
-	if text != "" && (text[0] == 'l' || text[0] == 't') {
-		if ki, addr, ok := parseSessionEnd(text); ok {
+	if rest, ok := strings.CutPrefix(text, "warning: "); ok {
+		ki, addr, ok := parseWarning(rest)
+		if !ok {
+			return dst
+		}
+		if ki == kiSASLFailed || ki == kiSASLServerError || ki == kiSASLBadMechanism {
+			m.saslSessions.Add(m.session(msg, instance, addr), struct{}{})
+		}
+		return m.evaluate(dst, ki, msg, "", queued{addr: addr})
+	}
+	// Session records start with a lower case word; so may long queue
+	// IDs: fall through.
+	if c := text[0]; c == 'd' || c == 'i' || c == 'l' || c == 't' {
+		if ki, addr, ok := parseSession(text); ok {
+			// A failed AUTH that smtpd logged a SASL failure for is
+			// that failure's kind's to count: a wrong password once
+			// (sasl_failed), a backend that is down never
+			// (sasl_server_error). The session counts only where
+			// nothing else does: AUTH where it is not offered, aborted
+			// or malformed.
+			if ki == kiSMTPDAuthFailedSession && m.saslSessions.Remove(m.session(msg, instance, addr)) {
+				return dst
+			}
 			return m.evaluate(dst, ki, msg, "", queued{addr: addr})
 		}
 	}
@@ -266,22 +332,27 @@ func (m *Matcher) matchSMTPD(dst []Offense, msg syslog.Message, instance string)
 	} else {
 		return dst
 	}
-	ki := -1
+	var ki int
+	var addr netip.Addr
 	if r, ok := strings.CutPrefix(rest, "reject: "); ok {
-		ki, rest = kiSMTPDReject, r
+		ki = kiSMTPDReject
+		if addr, ok = parseAnchoredReject(r); !ok {
+			return dst
+		}
 	} else if r, ok := strings.CutPrefix(rest, "milter-reject: "); ok {
-		ki, rest = kiMilterReject, r
-	} else {
-		return dst
-	}
-	addr, ok := parseAnchoredReject(rest)
-	if !ok {
+		ki = kiMilterReject
+		if addr, ok = parseAnchoredReject(r); !ok {
+			return dst
+		}
+	} else if ki, addr, ok = parseSessionEnd(rest); !ok {
+		// Postfix 3.10 and later put "NOQUEUE: " or the queue ID before
+		// "lost connection" and "too many errors".
 		return dst
 	}
 	client := queued{addr: addr}
 	if qid != "" {
-		// A reject after MAIL FROM within a transaction: the message's
-		// client= record tells whether the client authenticated.
+		// An event within a transaction: the message's client= record
+		// tells whether the client authenticated.
 		if q, ok := m.queue.Peek(queueKey{msg.Peer, msg.Host, instance, qid}); ok && q.addr == addr {
 			client.auth = q.auth
 		}
@@ -324,6 +395,9 @@ func (m *Matcher) matchCleanup(dst []Offense, msg syslog.Message, instance strin
 // evaluate counts an event and appends one offense per matching rule. An
 // invalid client.addr means the event could not be attributed.
 func (m *Matcher) evaluate(dst []Offense, ki int, msg syslog.Message, qid string, client queued) []Offense {
+	if m.learning {
+		return dst
+	}
 	addr := client.addr
 	m.events[ki].Add(1)
 	rs := m.rules.Load()

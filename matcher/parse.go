@@ -222,7 +222,16 @@ func parseSASLFailure(s string) (ki int, addr netip.Addr, ok bool) {
 	}
 	// The reason is the SASL backend's reply (smtpd_sasl_glue.c logs
 	// sasl_reply): it tells a wrong password from a backend that is down.
-	reason := strings.ToLower(strings.TrimPrefix(rest[i+len(" authentication failed"):], ": "))
+	// Postfix appends ", sasl_username=" and the user name the client
+	// sent, which must not choose the kind: a guesser would send the user
+	// name "temporary" to pass for a backend failure. So the reason ends
+	// at the first such field, which only shortens a backend's reply
+	// that contained one, never lengthens the client's.
+	reason := strings.TrimPrefix(rest[i+len(" authentication failed"):], ": ")
+	if j := strings.Index(reason, ", sasl_username="); j >= 0 {
+		reason = reason[:j]
+	}
+	reason = strings.ToLower(reason)
 	for _, r := range saslBadMechanism {
 		if strings.Contains(reason, r) {
 			return kiSASLBadMechanism, addr, true
@@ -278,16 +287,32 @@ func cutNumber(s string, frac bool, sep string) (string, bool) {
 }
 
 // parsePostscreen parses postscreen's own verdicts, which Postfix writes
-// with the client before any client-supplied text:
+// with the client before any client-supplied text (postscreen_early.c,
+// postscreen_misc.c, postscreen_smtpd.c):
 //
 //	PREGREET %d after %s from [%s]:%s: %.100s
 //	DNSBL rank %d for [%s]:%s
 //	HANGUP after %s from [%s]:%s in %s
+//	COMMAND TIME LIMIT from [%s]:%s after %s
+//	COMMAND COUNT LIMIT from [%s]:%s after %s
+//	COMMAND LENGTH LIMIT from [%s]:%s after %s
+//	COMMAND PIPELINING from [%s]:%s after %.100s: %s
+//	NON-SMTP COMMAND from [%s]:%s after %s: %.100s %s
+//	BARE NEWLINE from [%s]:%s after %s
+//
+// The first byte picks the candidates: postscreen logs a line for every
+// connection (CONNECT, PASS, DISCONNECT), and most are no verdict.
 func parsePostscreen(s string) (ki int, addr netip.Addr, ok bool) {
+	if s == "" {
+		return 0, netip.Addr{}, false
+	}
 	var rest string
-	switch {
-	case strings.HasPrefix(s, "PREGREET "):
-		if rest, ok = cutNumber(s[len("PREGREET "):], false, " after "); !ok {
+	switch s[0] {
+	case 'P':
+		if rest, ok = strings.CutPrefix(s, "PREGREET "); !ok {
+			break
+		}
+		if rest, ok = cutNumber(rest, false, " after "); !ok {
 			break
 		}
 		if rest, ok = cutNumber(rest, true, " from "); !ok {
@@ -296,55 +321,120 @@ func parsePostscreen(s string) (ki int, addr netip.Addr, ok bool) {
 		if addr, rest, ok = cutPostscreenAddr(rest); ok && strings.HasPrefix(rest, ": ") {
 			return kiPostscreenPregreet, addr, true
 		}
-	case strings.HasPrefix(s, "DNSBL rank "):
-		rest = strings.TrimPrefix(s[len("DNSBL rank "):], "-")
-		if rest, ok = cutNumber(rest, false, " for "); !ok {
+	case 'D':
+		if rest, ok = strings.CutPrefix(s, "DNSBL rank "); !ok {
+			break
+		}
+		if rest, ok = cutNumber(strings.TrimPrefix(rest, "-"), false, " for "); !ok {
 			break
 		}
 		if addr, rest, ok = cutPostscreenAddr(rest); ok && rest == "" {
 			return kiPostscreenDNSBL, addr, true
 		}
-	case strings.HasPrefix(s, "HANGUP after "):
-		if rest, ok = cutNumber(s[len("HANGUP after "):], true, " from "); !ok {
+	case 'H':
+		if rest, ok = strings.CutPrefix(s, "HANGUP after "); !ok {
+			break
+		}
+		if rest, ok = cutNumber(rest, true, " from "); !ok {
 			break
 		}
 		if addr, rest, ok = cutPostscreenAddr(rest); ok && strings.HasPrefix(rest, " in ") {
 			return kiPostscreenHangup, addr, true
 		}
+	case 'C', 'N', 'B':
+		for _, v := range postscreenAfter {
+			if rest, ok = strings.CutPrefix(s, v.prefix); ok {
+				if addr, rest, ok = cutPostscreenAddr(rest); ok && strings.HasPrefix(rest, " after ") {
+					return v.ki, addr, true
+				}
+				break
+			}
+		}
 	}
 	return 0, netip.Addr{}, false
 }
 
-// parseSessionEnd parses smtpd's end-of-session records, where the client
-// (state->namaddr) ends the line:
+// postscreenAfter are the verdicts of postscreen's SMTP engine, all
+// "WHAT from [addr]:port after ...".
+var postscreenAfter = [...]struct {
+	prefix string
+	ki     int
+}{
+	{"COMMAND TIME LIMIT from ", kiPostscreenCommandTimeLimit},
+	{"COMMAND COUNT LIMIT from ", kiPostscreenCommandCountLimit},
+	{"COMMAND LENGTH LIMIT from ", kiPostscreenCommandLengthLimit},
+	{"COMMAND PIPELINING from ", kiPostscreenPipelining},
+	{"NON-SMTP COMMAND from ", kiPostscreenNonSMTP},
+	{"BARE NEWLINE from ", kiPostscreenBareNewline},
+}
+
+// parseSession parses smtpd's session records that start with a lower
+// case word (smtpd.c); the client (state->namaddr) follows Postfix's own
+// words and precedes anything the client wrote:
 //
-//	lost connection after AUTH from name[addr](:port)?
-//	too many errors after STAGE from name[addr](:port)?
+//	lost connection after STAGE from NAMADDR
+//	too many errors after STAGE from NAMADDR
+//	improper command pipelining after STAGE from NAMADDR: CLIENT TEXT
+//	disconnect from NAMADDR STATISTICS
 //
-// STAGE is a command name, possibly with a byte count ("DATA (0 bytes)").
+// Since Postfix 3.10 the first two start with "NOQUEUE: " or the queue
+// ID; the caller cuts that and calls parseSessionEnd.
+func parseSession(s string) (ki int, addr netip.Addr, ok bool) {
+	switch s[0] {
+	case 'l', 't':
+		return parseSessionEnd(s)
+	case 'i':
+		rest, found := strings.CutPrefix(s, "improper command pipelining after ")
+		if !found {
+			break
+		}
+		if rest, found = cutStage(rest); !found {
+			break
+		}
+		if rest, found = strings.CutPrefix(rest, " from "); !found {
+			break
+		}
+		if addr, rest, ok = cutNamAddr(rest); ok && strings.HasPrefix(rest, ": ") {
+			return kiSMTPDPipelining, addr, true
+		}
+	case 'd':
+		if rest, found := strings.CutPrefix(s, "disconnect from "); found {
+			return parseDisconnect(rest)
+		}
+	}
+	return 0, netip.Addr{}, false
+}
+
+// parseSessionEnd parses smtpd's records of an abnormal end of session
+// (smtpd.c), where the client ends the line:
+//
+//	lost connection after STAGE from NAMADDR
+//	too many errors after STAGE from NAMADDR
+//
+// STAGE is a command name or CONNECT, or "DATA (%lu bytes)" or "BDAT
+// (%lu bytes)". "timeout after" is no event: a slow network causes it.
 func parseSessionEnd(s string) (ki int, addr netip.Addr, ok bool) {
 	var rest string
-	if r, found := strings.CutPrefix(s, "lost connection after AUTH from "); found {
-		ki, rest = kiSMTPDLostAuth, r
+	if r, found := strings.CutPrefix(s, "lost connection after "); found {
+		ki, rest = kiSMTPDLostConnection, r
+		if strings.HasPrefix(r, "AUTH ") {
+			ki = kiSMTPDLostAuth
+		}
 	} else if r, found := strings.CutPrefix(s, "too many errors after "); found {
-		i := 0
-		for i < len(r) && (('A' <= r[i] && r[i] <= 'Z') || r[i] == '-') {
-			i++
-		}
-		if i == 0 {
-			return 0, netip.Addr{}, false
-		}
-		r = r[i:]
-		if b, found := strings.CutPrefix(r, " ("); found {
-			if r, found = cutNumber(b, false, " bytes)"); !found {
-				return 0, netip.Addr{}, false
-			}
-		}
-		if rest, found = strings.CutPrefix(r, " from "); !found {
-			return 0, netip.Addr{}, false
-		}
-		ki = kiSMTPDTooManyErrors
+		ki, rest = kiSMTPDTooManyErrors, r
 	} else {
+		return 0, netip.Addr{}, false
+	}
+	rest, found := cutStage(rest)
+	if !found {
+		return 0, netip.Addr{}, false
+	}
+	if b, found := strings.CutPrefix(rest, " ("); found {
+		if rest, found = cutNumber(b, false, " bytes)"); !found {
+			return 0, netip.Addr{}, false
+		}
+	}
+	if rest, found = strings.CutPrefix(rest, " from "); !found {
 		return 0, netip.Addr{}, false
 	}
 	addr, tail, ok := cutNamAddr(rest)
@@ -352,6 +442,103 @@ func parseSessionEnd(s string) (ki int, addr netip.Addr, ok bool) {
 		return 0, netip.Addr{}, false
 	}
 	return ki, addr, true
+}
+
+// cutStage cuts the stage of smtpd's session records (state->where): an
+// upper case command name, CONNECT, END-OF-MESSAGE, or UNKNOWN.
+func cutStage(s string) (string, bool) {
+	i := 0
+	for i < len(s) && (('A' <= s[i] && s[i] <= 'Z') || s[i] == '-') {
+		i++
+	}
+	return s[i:], i > 0
+}
+
+// parseDisconnect parses the rest of smtpd's "disconnect from " record:
+// NAMADDR, then the session's command statistics, " name=N" or "
+// name=N/M" (N of M succeeded) for each command that was used, in
+// Postfix's own lower case names ("unknown" for the rest), then
+// " commands=N[/M]" and perhaps " notes=bare_lf" (smtpd_format_cmd_stats).
+// None of it is client text. A session with auth=N/M and N < M had
+// failed AUTH commands.
+//
+// Every session ends with this record, so the cheap tests come first:
+// a session without a failed command has no '/' at all.
+func parseDisconnect(s string) (ki int, addr netip.Addr, ok bool) {
+	if strings.IndexByte(s, '/') < 0 {
+		return 0, netip.Addr{}, false
+	}
+	i := strings.Index(s, "auth=")
+	if i < 1 || s[i-1] != ' ' {
+		return 0, netip.Addr{}, false
+	}
+	addr, rest, ok := cutNamAddr(s)
+	if !ok || len(rest) == 0 || rest[0] != ' ' || len(s)-len(rest) > i {
+		return 0, netip.Addr{}, false
+	}
+	good, n, ok := digits(s[i+len("auth="):])
+	if !ok || n == "" || n[0] != '/' {
+		return 0, netip.Addr{}, false
+	}
+	total, n, ok := digits(n[1:])
+	if !ok || (n != "" && n[0] != ' ') || good >= total {
+		return 0, netip.Addr{}, false
+	}
+	return kiSMTPDAuthFailedSession, addr, true
+}
+
+// digits reads a decimal number of up to 9 digits at the start of s.
+func digits(s string) (v int, rest string, ok bool) {
+	i := 0
+	for i < len(s) && i < 9 && isDigit(s[i]) {
+		v = v*10 + int(s[i]-'0')
+		i++
+	}
+	if i == 0 || (i < len(s) && isDigit(s[i])) {
+		return 0, "", false
+	}
+	return v, s[i:], true
+}
+
+// parseWarning parses the rest of smtpd's "warning: " records that name a
+// client at a position Postfix fills before any client text:
+//
+//	NAMADDR: SASL %s authentication failed: %s     (smtpd_sasl_glue.c)
+//	non-SMTP command from NAMADDR: %.100s          (smtpd.c)
+//	%s limit exceeded: %d from NAMADDR for service %s
+func parseWarning(s string) (ki int, addr netip.Addr, ok bool) {
+	if ki, addr, ok = parseSASLFailure(s); ok {
+		return ki, addr, true
+	}
+	if rest, found := strings.CutPrefix(s, "non-SMTP command from "); found {
+		if addr, rest, ok = cutNamAddr(rest); ok && strings.HasPrefix(rest, ": ") {
+			return kiSMTPDNonSMTP, addr, true
+		}
+		return 0, netip.Addr{}, false
+	}
+	for _, l := range smtpdLimits {
+		if rest, found := strings.CutPrefix(s, l); found {
+			if rest, found = cutNumber(rest, false, " from "); !found {
+				break
+			}
+			if addr, rest, ok = cutNamAddr(rest); ok && strings.HasPrefix(rest, " for service ") {
+				return kiSMTPDRateLimit, addr, true
+			}
+			break
+		}
+	}
+	return 0, netip.Addr{}, false
+}
+
+// smtpdLimits are the anvil limits that smtpd enforces, as it words them
+// in "%s limit exceeded: %d from %s for service %s" (smtpd.c).
+var smtpdLimits = [...]string{
+	"Connection rate limit exceeded: ",
+	"Connection concurrency limit exceeded: ",
+	"Message delivery request rate limit exceeded: ",
+	"Recipient address rate limit exceeded: ",
+	"New TLS session rate limit exceeded: ",
+	"AUTH command rate limit exceeded: ",
 }
 
 // adminText returns what follows the last ": " of a cleanup action line:

@@ -160,3 +160,25 @@ func TestTextCache(t *testing.T) {
 		}
 	}
 }
+
+// TestLearn: Learn keeps the queue table as Match does, but counts and
+// matches no event, so that a replay's time range starts with the client
+// records of the log before it.
+func TestLearn(t *testing.T) {
+	m := newMatcher(t, testConfig())
+	m.Learn(msgAt(smtpd, "C31CFB81BD: client=unknown[203.0.113.66]"))
+	m.Learn(msgAt(smtpd, "D4101B81BD: client=unknown[203.0.113.67]"))
+	m.Learn(msgAt(cleanup, "D4101B81BD: reject: body x from unknown[203.0.113.67]"+tail+": 5.7.1 W32 worm"))
+	m.Learn(msgAt(smtpd, "warning: unknown[203.0.113.68]: SASL LOGIN authentication failed: x"))
+	if st := m.Stats(); st.Events[KindCleanupReject] != 0 || st.Events[KindSASLFailed] != 0 || st.Clients != 2 || st.QueueEntries != 1 {
+		t.Errorf("after Learn: events %v, clients %d, queue %d; want no events, 2 clients, 1 entry (the reject ended the other)",
+			st.Events, st.Clients, st.QueueEntries)
+	}
+	got := m.Match(nil, msgAt(cleanup, "C31CFB81BD: reject: body x from unknown[203.0.113.66]"+tail+": 5.7.1 W32 worm"))
+	if len(got) != 1 || got[0].Addr != netip.MustParseAddr("203.0.113.66") {
+		t.Errorf("reject after Learn: %+v, want one offense for 203.0.113.66", got)
+	}
+	if got := m.Match(nil, msgAt(cleanup, "D4101B81BD: reject: body x from unknown[203.0.113.67]"+tail+": 5.7.1 W32 worm")); len(got) != 0 {
+		t.Errorf("a reject whose message ended while learning was attributed: %+v", got)
+	}
+}

@@ -23,7 +23,7 @@ type command struct {
 // commands lists every subcommand in the order of the usage text.
 var commands = []command{
 	{name: "serve", synopsis: "[--config FILE]", summary: "run the appliance", run: cmdServe},
-	{name: "check", synopsis: "[--config FILE] [--json] [--explain ADDR] FILE...", summary: "replay log files (- = stdin), print would-be bans", run: cmdCheck},
+	{name: "check", synopsis: "[--config FILE] [--json] [--explain ADDR] [--since TIME] [--until TIME] [--format FORMAT] FILE...", summary: "replay log files (- = stdin), print would-be bans", run: cmdCheck},
 	{name: "status", synopsis: "[--socket PATH] [--json]", summary: "show the running daemon's state", run: cmdStatus},
 	{name: "bans", synopsis: "[--socket PATH] [--rule R] [--host MX] [--json]", summary: "list the active bans", run: cmdBans},
 	{name: "ban", synopsis: "[--socket PATH] [--for DURATION] [--reason TEXT] ADDR|PREFIX...", summary: "ban addresses by hand", run: cmdBan},

@@ -111,10 +111,26 @@ func loadConfig(path string) (Config, error) {
 	if err != nil {
 		return Config{}, fmt.Errorf("%w: %w", errConfig, err)
 	}
-	if err := yamlconf.Load(path, b, &cfg, func() error { return cfg.Validate() }); err != nil {
+	// The file's matcher.profile stands for the rules unless the file
+	// lists matcher.rules itself.
+	cfg.Matcher.Rules = nil
+	if err := yamlconf.Load(path, b, &cfg, func() error { return errors.Join(cfg.Validate(), profileOverridden(cfg.Matcher)) }); err != nil {
 		return Config{}, fmt.Errorf("%w:\n%w", errConfig, err)
 	}
+	cfg.Matcher = cfg.Matcher.Resolved()
 	return cfg, nil
+}
+
+// profileOverridden reports a file that names a profile other than the
+// default and lists matcher.rules too: the list replaces the profile's
+// rules, so the profile would silently do nothing (as when the printed
+// default, which lists the default rules, is copied whole).
+func profileOverridden(c matcher.Config) error {
+	if c.Rules == nil || c.Profile == "" || c.Profile == matcher.ProfileDefault {
+		return nil
+	}
+	return configerr.New("matcher.profile", configerr.ErrInvalid,
+		"profile %s has no effect, because matcher.rules lists the rules itself: remove matcher.rules, and put rules of your own in matcher.rules_add", c.Profile)
 }
 
 // Validate checks every part and reports every problem, each a
@@ -156,8 +172,9 @@ func (c Config) Validate() error {
 // are complete (the loader gave every rule its defaults), so this only
 // copies.
 func rulePolicies(c matcher.Config) map[string]policy.RulePolicy {
-	m := make(map[string]policy.RulePolicy, len(c.Rules))
-	for _, r := range c.Rules {
+	rules := c.EffectiveRules()
+	m := make(map[string]policy.RulePolicy, len(rules))
+	for _, r := range rules {
 		m[r.Name] = policy.RulePolicy{Threshold: r.Threshold, Window: r.Window, BanFor: r.BanFor, DryRun: r.DryRun, Evidence: r.Evidence}
 	}
 	return m

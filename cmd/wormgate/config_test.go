@@ -152,7 +152,7 @@ testdata/invalid-pattern.yaml:4: matcher.rules[0].program: '^postfix/(cleanup' i
 testdata/invalid-pattern.yaml:5: matcher.rules[0].pattern: '(?i)\b(w32|worm' is not a regular expression: missing closing )
 testdata/invalid-pattern.yaml:7: matcher.rules[1].pattern: 'x\qy' is not a regular expression: invalid escape sequence: ` + "`\\q`"},
 	{"invalid-kind.yaml", `
-testdata/invalid-kind.yaml:4: matcher.rules[0].kinds[1]: "cleanup_rejekt" is not an event kind (cleanup_reject, cleanup_discard, cleanup_hold, cleanup_warning, milter_reject, smtpd_reject, sasl_failed, sasl_server_error, sasl_bad_mechanism, postscreen_pregreet, postscreen_dnsbl, postscreen_hangup, smtpd_lost_auth, smtpd_too_many_errors)`},
+testdata/invalid-kind.yaml:4: matcher.rules[0].kinds[1]: "cleanup_rejekt" is not an event kind (cleanup_reject, cleanup_discard, cleanup_hold, cleanup_warning, milter_reject, smtpd_reject, sasl_failed, sasl_server_error, sasl_bad_mechanism, postscreen_pregreet, postscreen_dnsbl, postscreen_hangup, smtpd_lost_auth, smtpd_too_many_errors, smtpd_lost_connection, smtpd_pipelining, smtpd_non_smtp, smtpd_rate_limit, smtpd_auth_failed_session, postscreen_command_time_limit, postscreen_command_count_limit, postscreen_command_length_limit, postscreen_non_smtp, postscreen_bare_newline, postscreen_pipelining)`},
 	{"invalid-evidence.yaml", `
 testdata/invalid-evidence.yaml:3: matcher.established.table_size: 0 is out of range (at least 1)
 testdata/invalid-evidence.yaml:4: matcher.established.min_messages: 0 is out of range (at least 1)

@@ -1,6 +1,7 @@
 package replay
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -24,6 +25,14 @@ type Config struct {
 	Rules map[string]policy.RulePolicy
 	// Explain, if valid, keeps every offense of this address as a Hit.
 	Explain netip.Addr
+	// Since and Until, when not zero, bound the log time of the lines
+	// whose offenses count (both included). Lines before Since still
+	// teach the matcher their client= records and accepted messages, as
+	// the daemon would have seen them; lines after Until are skipped.
+	Since, Until time.Time
+	// Format, unless "" or FormatAuto, is the only line format read:
+	// lines of any other shape count as unparsable.
+	Format Format
 }
 
 // Ban is one address that would be banned.
@@ -65,13 +74,30 @@ type Hit struct {
 	Text   string `json:"text"`
 }
 
+// MarshalJSON writes Window as time.Duration writes it ("1h0m0s"), not in
+// nanoseconds.
+func (h Hit) MarshalJSON() ([]byte, error) {
+	type plain Hit
+	return json.Marshal(struct {
+		plain
+		Window string `json:"window"`
+	}{plain(h), h.Window.String()})
+}
+
 // Counts is what was read and decided, for the summary.
 type Counts struct {
 	Files int
 	// Lines counts every line, including the ones below.
-	Lines      int
-	Unparsable int
-	TooLong    int
+	Lines int
+	// Unparsable counts the lines that are no syslog message, or not in
+	// Config.Format; WrongFormat counts the latter.
+	Unparsable  int
+	WrongFormat int
+	TooLong     int
+	// Blank counts empty lines and journalctl's comment lines.
+	Blank int
+	// OutOfRange counts the lines outside Config.Since and Until.
+	OutOfRange int
 	Offenses   int
 	NeverBlock int
 	DryRun     int
@@ -85,13 +111,37 @@ type Counts struct {
 	OffensesByRule map[string]int
 	BansByRule     map[string]int
 	TrustedByRule  map[string]int
+	// PerFile has the line counts of each file scanned, in scan order.
+	PerFile []FileCounts
+}
+
+// FileCounts is what was read of one file.
+type FileCounts struct {
+	Name                                           string
+	Lines, Unparsable, WrongFormat, TooLong, Blank int
+	OutOfRange                                     int
+	// Err says why the file ended early (a damaged or truncated file);
+	// the lines before it were replayed.
+	Err error
+}
+
+// Unreadable reports whether the file had lines but none of them was a
+// message in a format that check reads: most likely a format it does
+// not know, or the wrong --format.
+func (c FileCounts) Unreadable() bool {
+	n := c.Lines - c.Blank - c.TooLong
+	return n > 0 && c.Unparsable == n
 }
 
 // Replay is one run of check. It is not safe for concurrent use.
 type Replay struct {
-	m       *matcher.Matcher
-	policy  *policy.Policy
-	explain netip.Addr
+	m            *matcher.Matcher
+	policy       *policy.Policy
+	explain      netip.Addr
+	since, until time.Time
+	format       Format
+	// forced: format is not FormatAuto, so lines are checked for it.
+	forced bool
 
 	bans map[netip.Addr]*Ban
 	// order is the bans' insertion order, which breaks ties of Banned.
@@ -116,29 +166,53 @@ func New(cfg Config) (*Replay, error) {
 	if explain.IsValid() {
 		explain = explain.Unmap().WithZone("")
 	}
+	if !cfg.Since.IsZero() && !cfg.Until.IsZero() && cfg.Until.Before(cfg.Since) {
+		return nil, fmt.Errorf("new replay: %w: until %s is before since %s", ErrRange, cfg.Until.Format(time.RFC3339), cfg.Since.Format(time.RFC3339))
+	}
+	format := cfg.Format
+	if format == "" {
+		format = FormatAuto
+	}
+	if _, err := ParseFormat(string(format)); err != nil {
+		return nil, fmt.Errorf("new replay: %w", err)
+	}
 	return &Replay{
-		m: m, policy: p, explain: explain,
+		m: m, policy: p, explain: explain, since: cfg.Since, until: cfg.Until, format: format, forced: format != FormatAuto,
 		bans: make(map[netip.Addr]*Ban),
 		n:    Counts{OffensesByRule: make(map[string]int), BansByRule: make(map[string]int), TrustedByRule: make(map[string]int)},
 	}, nil
 }
 
+// ErrRange is the error of New for a time range that ends before it
+// starts.
+var ErrRange = errors.New("empty time range")
+
 // Scan replays f to its end. Files must be scanned in time order (as
 // logfile.OpenAll orders them): a queue's client= record may sit in the
-// file before the one with its reject.
+// file before the one with its reject. A file that cannot be read to its
+// end (damaged, a truncated gzip) is an error naming the last line
+// read; the lines before it were replayed and count.
 func (r *Replay) Scan(f *logfile.File) error {
 	r.n.Files++
+	before := r.n
 	var l logfile.Line
+	var err error
 	for {
-		err := f.Next(&l)
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("scan: %w", err)
+		if err = f.Next(&l); err != nil {
+			break
 		}
 		r.line(f.Name, &l)
 	}
+	fc := FileCounts{
+		Name: f.Name, Lines: r.n.Lines - before.Lines, Unparsable: r.n.Unparsable - before.Unparsable,
+		WrongFormat: r.n.WrongFormat - before.WrongFormat, TooLong: r.n.TooLong - before.TooLong,
+		Blank: r.n.Blank - before.Blank, OutOfRange: r.n.OutOfRange - before.OutOfRange,
+	}
+	if !errors.Is(err, io.EOF) {
+		fc.Err = fmt.Errorf("scan %s: after line %d: %w", f.Name, fc.Lines, err)
+	}
+	r.n.PerFile = append(r.n.PerFile, fc)
+	return fc.Err
 }
 
 func (r *Replay) line(file string, l *logfile.Line) {
@@ -147,10 +221,25 @@ func (r *Replay) line(file string, l *logfile.Line) {
 		switch {
 		case errors.Is(l.Err, logfile.ErrLineTooLong):
 			r.n.TooLong++
-		case errors.Is(l.Err, syslog.ErrEmpty):
+		case errors.Is(l.Err, syslog.ErrEmpty), errors.Is(l.Err, syslog.ErrComment):
+			r.n.Blank++
 		default:
 			r.n.Unparsable++
 		}
+		return
+	}
+	if r.forced && !r.format.accepts(shape(l.Text)) {
+		r.n.Unparsable++
+		r.n.WrongFormat++
+		return
+	}
+	if !r.since.IsZero() && l.Msg.Time.Before(r.since) {
+		r.n.OutOfRange++
+		r.m.Learn(l.Msg)
+		return
+	}
+	if !r.until.IsZero() && l.Msg.Time.After(r.until) {
+		r.n.OutOfRange++
 		return
 	}
 	r.offs = r.m.Match(r.offs[:0], l.Msg)
@@ -239,5 +328,6 @@ func (r *Replay) Counts() Counts {
 	c.OffensesByRule = maps.Clone(r.n.OffensesByRule)
 	c.BansByRule = maps.Clone(r.n.BansByRule)
 	c.TrustedByRule = maps.Clone(r.n.TrustedByRule)
+	c.PerFile = slices.Clone(r.n.PerFile)
 	return c
 }

@@ -139,7 +139,7 @@ func TestReplayBans(t *testing.T) {
 			in: []input{{name: "junk", ref: at(0, 0), text: "\n<999>garbage\n" +
 				strings.Repeat("x", logfile.MaxLine+1) + "\n" + syslogtest.SampleLog}},
 			want:       sampleBans,
-			wantCounts: Counts{Files: 1, Lines: 32, Unparsable: 1, TooLong: 1, Offenses: 7},
+			wantCounts: Counts{Files: 1, Lines: 32, Unparsable: 1, TooLong: 1, Blank: 1, Offenses: 7},
 		},
 	}
 	for _, tt := range tests {
@@ -150,6 +150,8 @@ func TestReplayBans(t *testing.T) {
 			}
 			got := r.Counts()
 			got.OffensesByRule, got.BansByRule, got.TrustedByRule = nil, nil, nil
+			// TestReplayFiles looks at the files' counts.
+			got.PerFile = nil
 			if diff := cmp.Diff(tt.wantCounts, got); diff != "" {
 				t.Errorf("counts (-want +got):\n%s", diff)
 			}
@@ -296,6 +298,7 @@ func TestReplayReports(t *testing.T) {
 			name:  "summary",
 			write: func(r *Replay, b *bytes.Buffer) error { return r.WriteSummary(b, 2*time.Second) },
 			want: "check: 29 lines in 1 files (0 unparsable, 0 too long) in 2s, 14 lines/s\n" +
+				"check: sample: 29 lines (0 unparsable, 0 too long, 0 blank or comments)\n" +
 				"check: events by kind: cleanup_reject=6 smtpd_reject=1\n" +
 				"check: 0 unattributed events (no client= record for the queue ID): none\n" +
 				"check: 7 offenses by rule: executable-attachment=1 relay-probing=1 worm-signature=5\n" +
@@ -340,7 +343,7 @@ func TestReplayExplainJSON(t *testing.T) {
 		QueueID   string `json:"queue_id"`
 		Count     int    `json:"count"`
 		Threshold int    `json:"threshold"`
-		Window    int64  `json:"window"`
+		Window    string `json:"window"`
 		Verdict   string `json:"verdict"`
 	}
 	var got []jsonHit
@@ -352,7 +355,7 @@ func TestReplayExplainJSON(t *testing.T) {
 		}
 		got = append(got, h)
 	}
-	hour := int64(time.Hour)
+	const hour = "1h0m0s"
 	want := []jsonHit{
 		{"sample", 8, "executable-attachment", "cleanup_reject", "D4101B81BD", 1, 1, hour, "ban"},
 		{"sample", 12, "worm-signature", "cleanup_reject", "E5221B81BD", 1, 1, hour, "extend"},

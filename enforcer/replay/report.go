@@ -104,6 +104,12 @@ func (r *Replay) WriteSummary(out io.Writer, elapsed time.Duration) error {
 	rate := float64(n.Lines) / max(elapsed.Seconds(), 1e-9)
 	fmt.Fprintf(w, "check: %d lines in %d files (%d unparsable, %d too long) in %s, %.0f lines/s\n",
 		n.Lines, n.Files, n.Unparsable, n.TooLong, elapsed.Round(time.Millisecond), rate)
+	for _, f := range n.PerFile {
+		r.writeFileSummary(w, f)
+	}
+	if !r.since.IsZero() || !r.until.IsZero() {
+		fmt.Fprintf(w, "check: %d lines outside %s (those before it only taught client records and accepted messages)\n", n.OutOfRange, r.rangeText())
+	}
 	var events, unattributed []string
 	var nUn uint64
 	for _, k := range matcher.Kinds() {
@@ -156,4 +162,39 @@ func orNone(parts []string) string {
 		return "none"
 	}
 	return strings.Join(parts, " ")
+}
+
+// formatHint names the formats check reads, for a file it could not.
+const formatHint = "check reads RFC 3164 (\"Mmm dd hh:mm:ss host prog[pid]: text\"), " +
+	"RFC 3339 (\"2006-01-02T15:04:05+01:00 host prog[pid]: text\", rsyslog's file format), " +
+	"RFC 5424 (\"<PRI>1 ...\") and journalctl -o short, short-precise, short-iso and short-iso-precise; " +
+	"see --format"
+
+func (r *Replay) writeFileSummary(w io.Writer, f FileCounts) {
+	fmt.Fprintf(w, "check: %s: %d lines (%d unparsable", f.Name, f.Lines, f.Unparsable)
+	if f.WrongFormat > 0 {
+		fmt.Fprintf(w, ", %d of them not %s", f.WrongFormat, r.format)
+	}
+	fmt.Fprintf(w, ", %d too long, %d blank or comments", f.TooLong, f.Blank)
+	if !r.since.IsZero() || !r.until.IsZero() {
+		fmt.Fprintf(w, ", %d outside the time range", f.OutOfRange)
+	}
+	w.Write([]byte(")"))
+	if f.Err != nil {
+		fmt.Fprintf(w, "; damaged: %v; the lines before were replayed", f.Err)
+	}
+	w.Write([]byte("\n"))
+	if f.Unreadable() {
+		fmt.Fprintf(w, "check: %s: not one line in a format check reads: %s\n", f.Name, formatHint)
+	}
+}
+
+func (r *Replay) rangeText() string {
+	switch {
+	case r.until.IsZero():
+		return "--since " + r.since.Format(time.RFC3339)
+	case r.since.IsZero():
+		return "--until " + r.until.Format(time.RFC3339)
+	}
+	return "--since " + r.since.Format(time.RFC3339) + " --until " + r.until.Format(time.RFC3339)
 }

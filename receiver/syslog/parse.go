@@ -98,6 +98,12 @@ func parseTraditional(b []byte, ref time.Time, loc *time.Location) (Message, err
 	default:
 		t, n, err = parse3164(b, ref, loc)
 	}
+	if err != nil || (n < len(b) && b[n] != ' ') {
+		// journalctl's exports (journald.go).
+		if jt, jn, jerr := journalStamp(b, ref, loc); jerr != errNotJournal {
+			t, n, err = jt, jn, jerr
+		}
+	}
 	if err != nil {
 		return Message{}, err
 	}

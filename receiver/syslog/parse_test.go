@@ -232,7 +232,7 @@ func TestParseErrors(t *testing.T) {
 		{"RFC 3339 bad month", "2026-13-26T18:19:13Z vm p: x", ErrTimestamp},
 		{"RFC 3339 empty fraction", "2026-11-26T18:19:13.Z vm p: x", ErrTimestamp},
 		{"RFC 3339 year 1", "0001-01-01T00:00:00+00:00 0: ", ErrTimestamp},
-		{"RFC 3339 bad offset", "2026-11-26T18:19:13+0100 vm p: x", ErrTimestamp},
+		{"RFC 3339 bad offset", "2026-11-26T18:19:13+010 vm p: x", ErrTimestamp},
 		{"no tag terminator", "<13>Jan  2 15:04:05 host just some words", ErrMalformed},
 		{"unterminated PID", "<13>Jan  2 15:04:05 host p[12 x", ErrMalformed},
 		{"PID without colon", "<13>Jan  2 15:04:05 host p[12] x", ErrMalformed},
