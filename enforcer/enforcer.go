@@ -35,7 +35,7 @@ const (
 	flushTimeout = 4 * time.Second
 	// reconcileEvery is how often the ruleset is checked; a deleted table
 	// is back within this plus one restore.
-	reconcileEvery = time.Second
+	reconcileEvery = 500 * time.Millisecond
 	// auditEvery is how often the kernel sets are read back and compared
 	// with the record; reading 100k elements takes about a second.
 	auditEvery = 10 * time.Minute

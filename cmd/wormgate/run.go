@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"runtime/debug"
+	"strings"
 )
 
 // Exit codes, decided here and nowhere else.
@@ -111,4 +112,42 @@ func cmdConfig(args []string, s streams) error {
 	}
 	_, err := s.stdout.Write(defaultYAML)
 	return err
+}
+
+// parseInterspersed parses the flags wherever they stand among the
+// arguments, as GNU tools do ("check mail.log --explain ADDR"), and
+// returns the other arguments in order. "--" ends the flags; "-" is an
+// argument (standard input).
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var rest []string
+	for {
+		if err := parseFlags(fs, args); err != nil {
+			return nil, err
+		}
+		left := fs.Args()
+		if used := args[:len(args)-len(left)]; len(used) > 0 && used[len(used)-1] == "--" &&
+			(len(used) == 1 || !takesValue(fs, used[len(used)-2])) {
+			return append(rest, left...), nil
+		}
+		if len(left) == 0 {
+			return rest, nil
+		}
+		rest = append(rest, left[0])
+		args = left[1:]
+	}
+}
+
+// takesValue reports whether arg is a flag that took the next argument
+// as its value ("--config" as opposed to "--json" or "--config=x").
+func takesValue(fs *flag.FlagSet, arg string) bool {
+	name, ok := strings.CutPrefix(arg, "-")
+	if !ok || strings.Contains(name, "=") {
+		return false
+	}
+	f := fs.Lookup(strings.TrimPrefix(name, "-"))
+	if f == nil {
+		return false
+	}
+	b, isBool := f.Value.(interface{ IsBoolFlag() bool })
+	return !isBool || !b.IsBoolFlag()
 }
