@@ -2,9 +2,11 @@ package enforcer
 
 import (
 	"bytes"
+	"cmp"
 	"net/netip"
 	"runtime"
 	"slices"
+	"strings"
 
 	"github.com/wormgate/wormgate/enforcer/policy"
 )
@@ -33,6 +35,32 @@ type BansQuery struct {
 	// Text keeps the bans whose address, as netip.Addr.String writes it
 	// (lower case), contains it.
 	Text string
+	// Sort orders the page: SortAddr (the default), SortUntil, SortStart,
+	// SortHits or SortRule, ties by address; Desc reverses the key.
+	Sort string
+	Desc bool
+	// AfterKey is the NextKey of the previous page, for sorts other than
+	// by address.
+	AfterKey PageKey
+}
+
+// The orders of BansQuery.Sort.
+const (
+	SortAddr  = "addr"
+	SortUntil = "until"
+	SortStart = "start"
+	SortHits  = "hits"
+	SortRule  = "rule"
+)
+
+// SortKeys are the valid values of BansQuery.Sort.
+var SortKeys = []string{SortAddr, SortUntil, SortStart, SortHits, SortRule}
+
+// PageKey is a ban's sort key: a number (times in Unix nanoseconds, hits)
+// or a text (rule).
+type PageKey struct {
+	N int64  `json:"n,omitempty"`
+	S string `json:"s,omitempty"`
 }
 
 // BansPage is one page of bans.
@@ -51,6 +79,8 @@ type BansPage struct {
 	// lifted while it was read.
 	More bool
 	Next netip.Addr
+	// NextKey goes with Next for sorts other than by address.
+	NextKey PageKey
 }
 
 // BansPage returns one page of the bans matching q, in O(n log limit)
@@ -66,18 +96,20 @@ type BansPage struct {
 func (e *Enforcer) BansPage(q BansQuery) BansPage {
 	var (
 		page  BansPage
-		heap  = make(addrHeap, 0, min(max(q.Limit, 0), 1024))
-		after int // matches after q.After
+		ord   = q.order()
+		heap  = pageHeap{cmp: ord.cmp, items: make([]pageItem, 0, min(max(q.Limit, 0), 1024))}
+		after int // matches after the cursor
 		buf   [64]byte
+		from  = pageItem{key: q.AfterKey, addr: q.After}
 	)
-	byValue := q.Rule != "" || q.Host != "" || q.Within.IsValid()
-	consider := func(a netip.Addr) {
+	byValue := q.Rule != "" || q.Host != "" || q.Within.IsValid() || ord.key != nil
+	consider := func(it pageItem) {
 		page.Total++
-		if q.After.IsValid() && a.Compare(q.After) <= 0 {
+		if q.After.IsValid() && ord.cmp(it, from) <= 0 {
 			return
 		}
 		after++
-		heap.offer(a, q.Limit)
+		heap.offer(it, q.Limit)
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -95,14 +127,14 @@ func (e *Enforcer) BansPage(q BansQuery) BansPage {
 		for a, b := range e.active {
 			yield()
 			if q.matchesAddr(a, buf[:0]) && q.matchesBan(&b) {
-				consider(a)
+				consider(pageItem{key: ord.keyOf(&b), addr: a})
 			}
 		}
 	} else {
 		for a := range e.active {
 			yield()
 			if q.matchesAddr(a, buf[:0]) {
-				consider(a)
+				consider(pageItem{addr: a})
 			}
 		}
 	}
@@ -112,28 +144,76 @@ func (e *Enforcer) BansPage(q BansQuery) BansPage {
 	for n, b := range e.nets {
 		if q.matchesAddr(n.Addr(), buf[:0]) && q.matchesBan(&b) {
 			nets[n.Addr()] = b
-			consider(n.Addr())
+			consider(pageItem{key: ord.keyOf(&b), addr: n.Addr()})
 		}
 	}
-	slices.SortFunc(heap, netip.Addr.Compare)
+	items := heap.items
+	slices.SortFunc(items, ord.cmp)
 	now := e.now()
-	page.Bans = make([]policy.Ban, 0, len(heap))
-	for i, a := range heap {
-		if i > 0 && heap[i-1] == a {
+	page.Bans = make([]policy.Ban, 0, len(items))
+	for i, it := range items {
+		if i > 0 && items[i-1].addr == it.addr {
 			continue
 		}
 		// Lifted, expired or changed since it was chosen: left out.
-		if b, ok := e.active[a]; ok && b.Until.After(now) && q.matchesBan(&b) {
+		if b, ok := e.active[it.addr]; ok && b.Until.After(now) && q.matchesBan(&b) {
 			page.Bans = append(page.Bans, b)
 		}
-		if b, ok := nets[a]; ok && b.Until.After(now) {
+		if b, ok := nets[it.addr]; ok && b.Until.After(now) {
 			page.Bans = append(page.Bans, b)
 		}
 	}
-	if page.More = after > len(heap); page.More && len(heap) > 0 {
-		page.Next = heap[len(heap)-1]
+	if page.More = after > len(items); page.More && len(items) > 0 {
+		last := items[len(items)-1]
+		page.Next, page.NextKey = last.addr, last.key
 	}
 	return page
+}
+
+// pageItem is a ban as a page orders it.
+type pageItem struct {
+	key  PageKey
+	addr netip.Addr
+}
+
+// pageOrder is the order of one query.
+type pageOrder struct {
+	// keyOf is nil when the address is the only key.
+	keyOf func(b *policy.Ban) PageKey
+	key   func(b *policy.Ban) PageKey
+	cmp   func(a, b pageItem) int
+}
+
+func (q *BansQuery) order() pageOrder {
+	var keyOf func(b *policy.Ban) PageKey
+	switch q.Sort {
+	case SortUntil:
+		keyOf = func(b *policy.Ban) PageKey { return PageKey{N: b.Until.UnixNano()} }
+	case SortStart:
+		keyOf = func(b *policy.Ban) PageKey { return PageKey{N: b.Start.UnixNano()} }
+	case SortHits:
+		keyOf = func(b *policy.Ban) PageKey { return PageKey{N: int64(b.Hits)} }
+	case SortRule:
+		keyOf = func(b *policy.Ban) PageKey { return PageKey{S: b.Rule} }
+	}
+	sign := 1
+	if q.Desc {
+		sign = -1
+	}
+	o := pageOrder{key: keyOf}
+	if keyOf == nil {
+		o.keyOf = func(*policy.Ban) PageKey { return PageKey{} }
+		o.cmp = func(a, b pageItem) int { return sign * a.addr.Compare(b.addr) }
+		return o
+	}
+	o.keyOf = keyOf
+	o.cmp = func(a, b pageItem) int {
+		if c := cmp.Or(cmp.Compare(a.key.N, b.key.N), strings.Compare(a.key.S, b.key.S)); c != 0 {
+			return sign * c
+		}
+		return a.addr.Compare(b.addr)
+	}
+	return o
 }
 
 // matchesAddr applies the filters that the address alone decides; buf
@@ -159,33 +239,36 @@ func (q *BansQuery) matchesBan(b *policy.Ban) bool {
 	return true
 }
 
-// addrHeap is a max-heap of addresses: its root is the highest of the
-// lowest addresses seen, the one a lower address replaces.
-type addrHeap []netip.Addr
+// pageHeap is a max-heap in the page's order: its root is the highest of
+// the lowest items seen, the one a lower item replaces.
+type pageHeap struct {
+	cmp   func(a, b pageItem) int
+	items []pageItem
+}
 
-// offer keeps a if it is among the limit lowest addresses offered.
-func (h *addrHeap) offer(a netip.Addr, limit int) {
-	s := *h
+// offer keeps it if it is among the limit lowest items offered.
+func (h *pageHeap) offer(it pageItem, limit int) {
+	s := h.items
 	switch {
 	case len(s) < limit:
-		s = append(s, a)
+		s = append(s, it)
 		for i := len(s) - 1; i > 0; {
 			p := (i - 1) / 2
-			if s[p].Compare(s[i]) >= 0 {
+			if h.cmp(s[p], s[i]) >= 0 {
 				break
 			}
 			s[p], s[i] = s[i], s[p]
 			i = p
 		}
-		*h = s
-	case limit > 0 && a.Compare(s[0]) < 0:
-		s[0] = a
+		h.items = s
+	case limit > 0 && h.cmp(it, s[0]) < 0:
+		s[0] = it
 		for i := 0; ; {
 			l, r, top := 2*i+1, 2*i+2, i
-			if l < len(s) && s[l].Compare(s[top]) > 0 {
+			if l < len(s) && h.cmp(s[l], s[top]) > 0 {
 				top = l
 			}
-			if r < len(s) && s[r].Compare(s[top]) > 0 {
+			if r < len(s) && h.cmp(s[r], s[top]) > 0 {
 				top = r
 			}
 			if top == i {

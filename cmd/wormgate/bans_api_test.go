@@ -58,6 +58,13 @@ func TestBansQueryParse(t *testing.T) {
 		{query: "q=198.51.100.", want: with(func(q *enforcer.BansQuery) { q.Text = "198.51.100." })},
 		{query: "q=DB8:", want: with(func(q *enforcer.BansQuery) { q.Text = "db8:" })},
 
+		{query: "sort=-until", want: with(func(q *enforcer.BansQuery) { q.Sort, q.Desc = enforcer.SortUntil, true })},
+		{query: "sort=hits&cursor=" + formatCursor(enforcer.BansPage{Next: netip.MustParseAddr("192.0.2.9"), NextKey: enforcer.PageKey{N: 3}}, enforcer.SortHits),
+			want: with(func(q *enforcer.BansQuery) {
+				q.Sort, q.After, q.AfterKey = enforcer.SortHits, netip.MustParseAddr("192.0.2.9"), enforcer.PageKey{N: 3}
+			})},
+		{query: "sort=size", wantErr: `sort "size": want one of addr, until, start, hits, rule`},
+		{query: "sort=hits&cursor=192.0.2.9", wantErr: `is not a next_cursor this API returned for this sort`},
 		{query: "limit=1001", wantErr: `limit "1001": want a number from 0 to 1000`},
 		{query: "limit=-1", wantErr: `limit "-1"`},
 		{query: "limit=ten", wantErr: `limit "ten"`},
@@ -68,7 +75,7 @@ func TestBansQueryParse(t *testing.T) {
 		{query: "q=/24", wantErr: `q "/24" is not a prefix`},
 		{query: "q=mx1", wantErr: `q "mx1": want an address, a prefix (CIDR) or part of an address`},
 		{query: "q=" + strings.Repeat("1", 100), wantErr: `want an address, a prefix`},
-		{query: "limt=10", wantErr: `unknown parameter "limt" (known: limit, cursor, rule, host, q)`},
+		{query: "limt=10", wantErr: `unknown parameter "limt" (known: limit, cursor, rule, host, q, sort)`},
 		{query: "rule=a&rule=b", wantErr: `parameter "rule" given 2 times`},
 	}
 	for _, tc := range tests {

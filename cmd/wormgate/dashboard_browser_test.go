@@ -251,6 +251,17 @@ http:
 		t.Errorf("headline active bans %q, want 20", got)
 	}
 
+	// Sorting is the server's, over all pages: hits, descending, puts the
+	// addresses with two offences (the worm reported by both MX hosts
+	// among them) before those with one.
+	br.do("sort by hits", chromedp.Click(chromedp.CSS(`#bans th[data-sort="hits"]`)))
+	br.do("sort by hits, descending", chromedp.Click(chromedp.CSS(`#bans th[data-sort="hits"]`)))
+	const hitsCol = `Array.from(document.querySelectorAll('#bans tbody tr[data-addr]'), r => +r.cells[2].textContent)`
+	br.wait("sorted by hits, descending", hitsCol+`.length === 20 && `+hitsCol+`[0] === 2 && `+hitsCol+`.every((h, i, a) => i === 0 || a[i-1] >= h)`, 10*time.Second)
+	if got := eval[[]string](br, `Array.from(document.querySelectorAll('#bans tbody tr[data-addr]'), r => r.cells[2].textContent + ' ' + r.dataset.addr)`); !slices.Contains(got, "2 "+worm) {
+		t.Errorf("sorted by hits: %v, want %s with 2 hits", got, worm)
+	}
+
 	// A row opens the why view: each offence with its MX, queue ID, rule,
 	// verdict and the reject text.
 	br.do("open why "+worm, chromedp.Click(chromedp.CSS(`#bans tr[data-addr="`+worm+`"] td`)))

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -211,7 +212,7 @@ const (
 var errBadQuery = errors.New("bad query")
 
 // bansParams are the query parameters of /api/v1/bans.
-var bansParams = []string{"limit", "cursor", "rule", "host", "q"}
+var bansParams = []string{"limit", "cursor", "rule", "host", "q", "sort"}
 
 // parseBansQuery reads the query string of /api/v1/bans:
 //   - limit: bans per page, 0 (only the total) to maxBansLimit, default
@@ -243,12 +244,19 @@ func parseBansQuery(v url.Values) (enforcer.BansQuery, error) {
 		}
 		q.Limit = n
 	}
-	if s := v.Get("cursor"); s != "" {
-		a, err := netip.ParseAddr(s)
-		if err != nil {
-			return q, fmt.Errorf("%w: cursor %q is not a next_cursor this API returned", errBadQuery, s)
+	if s := v.Get("sort"); s != "" {
+		key, desc := strings.CutPrefix(s, "-")
+		if !slices.Contains(enforcer.SortKeys, key) {
+			return q, fmt.Errorf("%w: sort %q: want one of %s, or one of them after a - for descending order", errBadQuery, s, strings.Join(enforcer.SortKeys, ", "))
 		}
-		q.After = a
+		q.Sort, q.Desc = key, desc
+	}
+	if s := v.Get("cursor"); s != "" {
+		a, k, err := parseCursor(s, q.Sort)
+		if err != nil {
+			return q, fmt.Errorf("%w: cursor %q is not a next_cursor this API returned for this sort", errBadQuery, s)
+		}
+		q.After, q.AfterKey = a, k
 	}
 	q.Rule, q.Host = v.Get("rule"), v.Get("host")
 	if s := v.Get("q"); s != "" {
@@ -257,6 +265,38 @@ func parseBansQuery(v url.Values) (enforcer.BansQuery, error) {
 		}
 	}
 	return q, nil
+}
+
+// A cursor is the address of the previous page's last ban; for the other
+// sorts, "k" and the base64 of that ban's sort key and address in JSON.
+// Clients never look inside.
+type keyCursor struct {
+	Key  enforcer.PageKey `json:"k"`
+	Addr netip.Addr       `json:"a"`
+}
+
+func formatCursor(page enforcer.BansPage, sort string) string {
+	if sort == "" || sort == enforcer.SortAddr {
+		return page.Next.String()
+	}
+	b, _ := json.Marshal(keyCursor{Key: page.NextKey, Addr: page.Next})
+	return "k" + base64.RawURLEncoding.EncodeToString(b)
+}
+
+func parseCursor(s, sort string) (netip.Addr, enforcer.PageKey, error) {
+	if sort == "" || sort == enforcer.SortAddr {
+		a, err := netip.ParseAddr(s)
+		return a, enforcer.PageKey{}, err
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(s, "k"))
+	if err != nil || !strings.HasPrefix(s, "k") {
+		return netip.Addr{}, enforcer.PageKey{}, errBadQuery
+	}
+	var c keyCursor
+	if err := json.Unmarshal(raw, &c); err != nil || !c.Addr.IsValid() {
+		return netip.Addr{}, enforcer.PageKey{}, errBadQuery
+	}
+	return c.Addr, c.Key, nil
 }
 
 // parseBansSearch reads q into a prefix or an address text to look for.
@@ -322,18 +362,18 @@ func (s *status) apiBans(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	// A failed write is a client gone or too slow (the write deadline):
 	// nobody is left to tell.
-	_ = writeBansPage(w, page, time.Now())
+	_ = writeBansPage(w, page, formatCursor(page, q.Sort), time.Now())
 }
 
 // writeBansPage writes page as a bansReply, one ban a line, as it goes:
 // the ResponseWriter sends it in chunks and nothing holds the whole body.
-func writeBansPage(w io.Writer, page enforcer.BansPage, now time.Time) error {
+func writeBansPage(w io.Writer, page enforcer.BansPage, cursor string, now time.Time) error {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	fmt.Fprintf(&buf, `{"total":%d`, page.Total)
 	if page.Next.IsValid() {
 		buf.WriteString(`,"next_cursor":`)
-		if err := enc.Encode(page.Next); err != nil {
+		if err := enc.Encode(cursor); err != nil {
 			return err
 		}
 		buf.Truncate(buf.Len() - 1) // Encode's newline

@@ -295,6 +295,7 @@ function bansQuery(cursor) {
   if (q) p.set("q", q);
   if (rule) p.set("rule", rule);
   if (host) p.set("host", host);
+  if (state.sort) p.set("sort", (state.sort.dir < 0 ? "-" : "") + state.sort.key);
   if (cursor) p.set("cursor", cursor);
   return "/api/v1/bans?" + p.toString();
 }
@@ -316,13 +317,10 @@ async function loadBans() {
   }
 }
 
+// The server sorts and pages (sort=key or -key): the table shows one
+// page of the whole order.
 function renderBans() {
-  const bans = state.bans.slice();
-  if (state.sort) {
-    const { key, dir } = state.sort;
-    const v = (b) => key === "hosts" ? (b.hosts || []).join(",") : key === "start" ? Date.parse(b.start) : b[key];
-    bans.sort((a, b) => (v(a) > v(b) ? 1 : v(a) < v(b) ? -1 : 0) * dir);
-  }
+  const bans = state.bans;
   const tb = $("bans").tBodies[0];
   tb.replaceChildren();
   for (const b of bans) {
@@ -477,7 +475,11 @@ function init() {
     th.addEventListener("click", () => {
       const key = th.dataset.sort;
       state.sort = state.sort && state.sort.key === key ? { key, dir: -state.sort.dir } : { key, dir: 1 };
-      renderBans();
+      for (const o of $("bans").querySelectorAll("th[data-sort]")) o.removeAttribute("aria-sort");
+      th.setAttribute("aria-sort", state.sort.dir < 0 ? "descending" : "ascending");
+      state.page = 0;
+      state.cursors = [""];
+      loadBans();
     });
   }
   $("why-close").addEventListener("click", () => { $("why-panel").hidden = true; state.why = null; });
