@@ -3,9 +3,11 @@ package matcher
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/hashicorp/golang-lru/v2/simplelru"
@@ -113,13 +115,15 @@ type Matcher struct {
 	events       [numKinds]atomic.Uint64
 	matched      [numKinds]atomic.Uint64
 	unattributed [numKinds]atomic.Uint64
-	clients      atomic.Uint64
-	ambiguous    atomic.Uint64
-	queueLen     atomic.Int64
-	evictions    atomic.Uint64
-	accepted     atomic.Uint64
-	sendersLen   atomic.Int64
-	senderEvicts atomic.Uint64
+	// unattributedBy counts them per syslog sender.
+	unattributedBy senderCounts
+	clients        atomic.Uint64
+	ambiguous      atomic.Uint64
+	queueLen       atomic.Int64
+	evictions      atomic.Uint64
+	accepted       atomic.Uint64
+	sendersLen     atomic.Int64
+	senderEvicts   atomic.Uint64
 }
 
 // Stats is a snapshot of the matcher's counters.
@@ -428,6 +432,7 @@ func (m *Matcher) evaluate(dst []Offense, ki int, msg syslog.Message, qid string
 		}
 		if !addr.IsValid() {
 			m.unattributed[ki].Add(1)
+			m.unattributedBy.count(msg.Peer)
 			return dst
 		}
 		if !matched {
@@ -571,4 +576,37 @@ func (c *textCache) patterns(rs *ruleSet, ki int, text string) uint64 {
 	// The key outlives the message: do not pin the whole line.
 	c.m[textKey{ki, strings.Clone(text)}] = bits
 	return bits
+}
+
+// maxSenderCounts bounds senderCounts; a site has a handful of MX hosts.
+const maxSenderCounts = 1024
+
+// senderCounts counts events per syslog sender, for the operator's per-MX
+// view. Unattributed events are rare, so a mutex is cheap enough; the
+// matcher's goroutine writes, the status readers read.
+type senderCounts struct {
+	mu sync.Mutex
+	n  map[netip.Addr]uint64
+}
+
+func (c *senderCounts) count(peer netip.Addr) {
+	if !peer.IsValid() {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.n[peer]; ok || len(c.n) < maxSenderCounts {
+		if c.n == nil {
+			c.n = make(map[netip.Addr]uint64)
+		}
+		c.n[peer]++
+	}
+}
+
+// UnattributedBySender returns, per syslog sender, the events that matched
+// a rule but could not be attributed to a client, since start.
+func (m *Matcher) UnattributedBySender() map[netip.Addr]uint64 {
+	m.unattributedBy.mu.Lock()
+	defer m.unattributedBy.mu.Unlock()
+	return maps.Clone(m.unattributedBy.n)
 }

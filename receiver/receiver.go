@@ -69,6 +69,37 @@ type Receiver struct {
 
 	deny        rateLimiter
 	connLimitAt atomic.Int64 // unix seconds of the last conn_limit Warn
+
+	// parseErrs counts unparsable messages per sender, for the operator's
+	// per-MX view; at most maxTrackedSenders senders.
+	pmu       sync.Mutex
+	parseErrs map[netip.Addr]uint64
+}
+
+// maxTrackedSenders bounds the per-sender parse error table; a site has a
+// handful of MX hosts.
+const maxTrackedSenders = 1024
+
+// ParseErrors returns the unparsable messages of each sender since start.
+func (r *Receiver) ParseErrors() map[netip.Addr]uint64 {
+	r.pmu.Lock()
+	defer r.pmu.Unlock()
+	out := make(map[netip.Addr]uint64, len(r.parseErrs))
+	for a, n := range r.parseErrs {
+		out[a] = n
+	}
+	return out
+}
+
+func (r *Receiver) countParseError(peer netip.Addr) {
+	r.pmu.Lock()
+	defer r.pmu.Unlock()
+	if _, ok := r.parseErrs[peer]; ok || len(r.parseErrs) < maxTrackedSenders {
+		if r.parseErrs == nil {
+			r.parseErrs = make(map[netip.Addr]uint64)
+		}
+		r.parseErrs[peer]++
+	}
 }
 
 // New checks cfg, loads the TLS key pair and registers the metrics on reg
@@ -339,6 +370,7 @@ func (r *Receiver) parseFrame(tm *transportMetrics, transport string, peer netip
 	defer func() {
 		if p := recover(); p != nil {
 			tm.parseError.Inc()
+			r.countParseError(peer)
 			r.log.Error("panic while parsing syslog message", "transport", transport, "peer", peer.String(), "panic", fmt.Sprint(p))
 			msg, ok = syslog.Message{}, false
 		}
@@ -346,6 +378,7 @@ func (r *Receiver) parseFrame(tm *transportMetrics, transport string, peer netip
 	msg, err := r.parse(frame, now, r.loc)
 	if err != nil {
 		tm.parseError.Inc()
+		r.countParseError(peer)
 		r.log.Debug("unparsable syslog message dropped", "transport", transport, "peer", peer.String(), "err", err)
 		return syslog.Message{}, false
 	}

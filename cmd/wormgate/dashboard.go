@@ -241,6 +241,10 @@ type dashSender struct {
 	SilentSeconds float64 `json:"silent_seconds"`
 	// Silent is set when SilentSeconds exceeds silent_after.
 	Silent bool `json:"silent"`
+	// ParseErrors and Unattributed count its unparsable messages and its
+	// events that named no usable client.
+	ParseErrors  uint64 `json:"parse_errors"`
+	Unattributed uint64 `json:"unattributed"`
 }
 
 type dashKernel struct {
@@ -326,7 +330,8 @@ func (d *dashboard) reply(now time.Time) dashReply {
 		if past != nil {
 			msgsPast += min(past.Senders[addr], st.Messages)
 		}
-		s := dashSender{Addr: addr, Host: st.Host, First: st.First.UTC(), Last: st.Last.UTC(), Messages: st.Messages}
+		s := dashSender{Addr: addr, Host: st.Host, First: st.First.UTC(), Last: st.Last.UTC(), Messages: st.Messages,
+			ParseErrors: st.ParseErrors, Unattributed: st.Unattributed}
 		s.SilentSeconds = max(now.Sub(st.Last).Seconds(), 0)
 		s.Silent = now.Sub(st.Last) > cfg.HTTP.Dashboard.SilentAfter
 		if past != nil {

@@ -197,6 +197,9 @@ http:
 	lines2 = append(lines2, rejectLines("mx2.example.test", "D400000000", worm)...)
 	lines2 = append(lines2, dnsblLine("mx2.example.test", "198.51.100.5"), dnsblLine("mx2.example.test", "198.51.100.5"), dnsblLine("mx2.example.test", "198.51.100.6"))
 	want = append([]string{"198.51.100.5 dnsbl-listed mx2.example.test", "198.51.100.6 dnsbl-listed mx2.example.test"}, want...)
+	// mx2 also sends a line that does not parse and a reject whose queue
+	// ID it never announced (no client= record: unattributed).
+	lines2 = append(lines2, "<999>not syslog at all", rejectLines("mx2.example.test", "E500000000", "192.0.2.99")[1])
 	sendTCPFrom(t, mxs, mx1, syslog, lfFrames(lines1))
 	sendTCPFrom(t, mxs, mx2, syslog, lfFrames(lines2))
 	var addrs []string
@@ -247,6 +250,10 @@ http:
 	if diff := cmp.Diff(want, rows); diff != "" {
 		t.Errorf("bans listed (-want +got):\n%s", diff)
 	}
+	// Per MX: mx2's parse error and unattributed event, none for mx1.
+	br.wait("per-MX parse errors and unattributed events",
+		`(r => r && r.cells[6].textContent === '1' && r.cells[7].textContent === '1')(document.querySelector('#senders tr[data-host="mx2.example.test"]')) && `+
+			`(r => r && r.cells[6].textContent === '0' && r.cells[7].textContent === '0')(document.querySelector('#senders tr[data-host="mx1.example.test"]'))`, 10*time.Second)
 	if got := eval[string](br, `document.getElementById('h-active').textContent`); got != "20" {
 		t.Errorf("headline active bans %q, want 20", got)
 	}

@@ -102,15 +102,28 @@ var (
 		"When each syslog sender's last message arrived (Unix time); an MX whose Postfix lost its log socket stops here.", []string{"sender"}, nil)
 )
 
+var (
+	descSenderParseErrors = prometheus.NewDesc("wormgate_syslog_sender_parse_errors_total",
+		"Syslog messages from each sender that did not parse, since start.", []string{"sender"}, nil)
+	descSenderUnattributed = prometheus.NewDesc("wormgate_syslog_sender_unattributed_events_total",
+		"Events from each sender that matched a rule but could not be attributed to a client, since start.", []string{"sender"}, nil)
+)
+
 func (c senderCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descSenderMessages
 	ch <- descSenderLast
+	ch <- descSenderParseErrors
+	ch <- descSenderUnattributed
 }
 
 func (c senderCollector) Collect(ch chan<- prometheus.Metric) {
 	for addr, st := range c.senders() {
 		ch <- prometheus.MustNewConstMetric(descSenderMessages, prometheus.CounterValue, float64(st.Messages), addr)
-		ch <- prometheus.MustNewConstMetric(descSenderLast, prometheus.GaugeValue, float64(st.Last.UnixNano())/1e9, addr)
+		if !st.Last.IsZero() {
+			ch <- prometheus.MustNewConstMetric(descSenderLast, prometheus.GaugeValue, float64(st.Last.UnixNano())/1e9, addr)
+		}
+		ch <- prometheus.MustNewConstMetric(descSenderParseErrors, prometheus.CounterValue, float64(st.ParseErrors), addr)
+		ch <- prometheus.MustNewConstMetric(descSenderUnattributed, prometheus.CounterValue, float64(st.Unattributed), addr)
 	}
 }
 

@@ -233,9 +233,9 @@ func (a *app) openReceiver(cfg Config) error {
 // openHTTP binds the status server's listener; "" disables it.
 func (a *app) openHTTP(cfg Config) error {
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		senderCollector{a.guard.senders}, newBuildInfo())
+		senderCollector{a.senders}, newBuildInfo())
 	a.status = &status{
-		started: time.Now(), cfg: &a.cfg, enf: a.enf, rcv: a.rcv, reg: a.reg, senders: a.guard.senders, lastReload: &a.lastReload,
+		started: time.Now(), cfg: &a.cfg, enf: a.enf, rcv: a.rcv, reg: a.reg, senders: a.senders, lastReload: &a.lastReload,
 		firewall: map[bool]string{true: "dry-run", false: "nftables"}[cfg.Enforcer.DryRun],
 	}
 	if cfg.HTTP.Listen == "" {
@@ -454,6 +454,11 @@ type senderStat struct {
 	First    time.Time `json:"first_message"`
 	Last     time.Time `json:"last_message"`
 	Messages uint64    `json:"messages"`
+	// ParseErrors are its messages that did not parse; Unattributed its
+	// events that matched a rule but named no client the matcher could
+	// trust or find. Both since start.
+	ParseErrors  uint64 `json:"parse_errors"`
+	Unattributed uint64 `json:"unattributed"`
 }
 
 func (g *senderGuard) observe(peer netip.Addr, host string, now time.Time) {
@@ -481,6 +486,25 @@ func (g *senderGuard) observe(peer netip.Addr, host string, now time.Time) {
 		g.enf.AddNeverBlock(netip.PrefixFrom(peer, peer.BitLen()))
 		g.log.Info("syslog sender added to the never-block list", "addr", peer)
 	}
+}
+
+// senders is what each syslog sender sent, with its parse errors and
+// unattributed events; a sender whose every message failed to parse is
+// listed too (with no messages), which is how an operator finds it.
+func (a *app) senders() map[string]senderStat {
+	out := a.guard.senders()
+	add := func(m map[netip.Addr]uint64, f func(*senderStat, uint64)) {
+		for addr, n := range m {
+			st := out[addr.String()]
+			f(&st, n)
+			out[addr.String()] = st
+		}
+	}
+	if a.rcv != nil {
+		add(a.rcv.ParseErrors(), func(st *senderStat, n uint64) { st.ParseErrors = n })
+	}
+	add(a.matcher.UnattributedBySender(), func(st *senderStat, n uint64) { st.Unattributed = n })
+	return out
 }
 
 // senders returns a copy of what each sender sent.

@@ -153,14 +153,16 @@ function renderSenders(d) {
       el("td", {}, s.host || "–"),
       el("td", {}, s.addr),
       el("td", { class: "num" }, fmtNum(s.per_min)),
-      el("td", { title: fmtTime(s.last_message) }, ago(s.last_message, now) + (s.silent ? " — silent" : "")),
-      el("td", { class: "num" }, fmtNum(s.messages)));
+      el("td", { title: fmtTime(s.last_message) }, s.messages ? ago(s.last_message, now) + (s.silent ? " — silent" : "") : "none parsed"),
+      el("td", { class: "num" }, fmtNum(s.messages)),
+      el("td", { class: "num" + (s.parse_errors ? " warn" : "") }, fmtNum(s.parse_errors)),
+      el("td", { class: "num" + (s.unattributed ? " warn" : "") }, fmtNum(s.unattributed)));
     tb.append(tr);
   }
-  if (!d.senders.length) tb.append(el("tr", {}, el("td", { colspan: 6, class: "muted" }, "No syslog sender has sent anything since start.")));
+  if (!d.senders.length) tb.append(el("tr", {}, el("td", { colspan: 8, class: "muted" }, "No syslog sender has sent anything since start.")));
   $("mx-note").textContent = "Red: nothing received for longer than " + fmtDur(d.silent_after_seconds) +
     " (http.dashboard.silent_after). All senders: " + fmtNum(d.counters.parse_errors) + " parse errors, " +
-    fmtNum(d.counters.unattributed) + " unattributed events (not counted per sender).";
+    fmtNum(d.counters.unattributed) + " unattributed events.";
 }
 
 function renderKernel(d) {
