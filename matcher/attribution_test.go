@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/wormgate/wormgate/receiver/syslog"
 )
 
@@ -182,5 +183,29 @@ func TestQueueKeyedBySender(t *testing.T) {
 				t.Errorf("attributed = %v (%+v), want %v", got, offs, tt.wantAttributed)
 			}
 		})
+	}
+}
+
+// TestUnattributedBySender: an event that matched a rule but had no
+// client= record before it is counted against the syslog sender that
+// reported it, and only against that one.
+func TestUnattributedBySender(t *testing.T) {
+	m := newMatcher(t, testConfig())
+	mx1, mx2 := netip.MustParseAddr("192.0.2.25"), netip.MustParseAddr("192.0.2.26")
+	at := func(peer netip.Addr, program, text string) syslog.Message {
+		msg := msgAt(program, text)
+		msg.Peer = peer
+		return msg
+	}
+	m.Match(nil, at(mx1, smtpd, "E5221B81BD: client=unknown[203.0.113.5]"))
+	if offs := m.Match(nil, at(mx1, cleanup, decoyReject("E5221B81BD", "unknown[203.0.113.5]"))); len(offs) == 0 {
+		t.Fatal("the attributed reject made no offense")
+	}
+	// mx2 never announced this queue ID: unattributed, twice.
+	m.Match(nil, at(mx2, cleanup, decoyReject("F5221B81BD", "unknown[203.0.113.6]")))
+	m.Match(nil, at(mx2, cleanup, decoyReject("A5221B81BD", "unknown[203.0.113.7]")))
+	want := map[netip.Addr]uint64{mx2: 2}
+	if diff := cmp.Diff(want, m.UnattributedBySender(), cmpopts.EquateComparable(netip.Addr{})); diff != "" {
+		t.Errorf("unattributed by sender (-want +got):\n%s", diff)
 	}
 }

@@ -373,6 +373,16 @@ func TestBadInput(t *testing.T) {
 			check(t, want3164(tt.transport, loopback4), recv(t, out))
 		})
 	}
+	// The parse errors are counted against their sender too.
+	parseErrors := 0
+	for _, tt := range tests {
+		if tt.reason == ReasonParseError {
+			parseErrors++
+		}
+	}
+	if got := h.r.ParseErrors()[loopback4]; got != uint64(parseErrors) {
+		t.Errorf("ParseErrors()[%v] = %d, want %d", loopback4, got, parseErrors)
+	}
 }
 
 func TestOversizeLineKeepsConnection(t *testing.T) {
