@@ -212,7 +212,7 @@ func (a *app) newEnforcer(cfg Config) error {
 	enf.AddNeverBlock(ownPrefixes(a.log)...)
 	enf.AddNeverBlock(singleHosts(cfg.Receiver.AllowedSenders)...)
 	a.enf = enf
-	a.guard = &senderGuard{enf: enf, seen: make(map[netip.Addr]*senderStat), log: a.log}
+	a.guard = &senderGuard{enf: enf, seen: make(map[netip.Addr]*liveSender), log: a.log}
 	return nil
 }
 
@@ -318,8 +318,27 @@ func (a *app) run(ctx context.Context) error {
 // offenses to the enforcer, until the receiver closes the channel.
 func (a *app) pipeline() {
 	var offs []matcher.Offense
-	for msg := range a.msgs {
-		a.guard.observe(msg.Peer, msg.Host, time.Now())
+	// The clock is read after every wait and every clockEvery messages of
+	// a burst, not for each one: the senders' last-message times need no
+	// better, and a clock read per line is a tenth of the pipeline.
+	const clockEvery = 256
+	now, n := time.Now(), 0
+	for {
+		var msg syslog.Message
+		var ok bool
+		select {
+		case msg, ok = <-a.msgs:
+		default:
+			msg, ok = <-a.msgs
+			now, n = time.Now(), 0
+		}
+		if !ok {
+			return
+		}
+		if n++; n == clockEvery {
+			now, n = time.Now(), 0
+		}
+		a.guard.observe(msg.Peer, msg.Host, now, n == 1)
 		offs = a.matcher.Match(offs[:0], msg)
 		for _, o := range offs {
 			a.enf.Offend(o)
@@ -443,7 +462,20 @@ type senderGuard struct {
 	mu  sync.Mutex
 	// seen are the senders and what they sent, for the never-block list
 	// and `wormgate status`.
-	seen map[netip.Addr]*senderStat
+	seen map[netip.Addr]*liveSender
+	// last is the sender of the previous message: a burst comes from one
+	// sender, and its counters then need neither the lock nor the map.
+	lastPeer netip.Addr
+	last     *liveSender
+}
+
+// liveSender is a sender's counters, written by the pipeline goroutine
+// and read by the status page.
+type liveSender struct {
+	first    time.Time
+	lastNano atomic.Int64
+	messages atomic.Uint64
+	host     atomic.Pointer[string]
 }
 
 // senderStat is what one syslog sender sent.
@@ -461,31 +493,51 @@ type senderStat struct {
 	Unattributed uint64 `json:"unattributed"`
 }
 
-func (g *senderGuard) observe(peer netip.Addr, host string, now time.Time) {
+// observe counts a message of peer. Only the pipeline goroutine calls it;
+// checkHost asks it to look at the HOSTNAME too (it does every so often:
+// a sender's name seldom changes, and comparing it costs on every line).
+func (g *senderGuard) observe(peer netip.Addr, host string, now time.Time, checkHost bool) {
 	if !peer.IsValid() {
 		return
 	}
-	g.mu.Lock()
-	st, ok := g.seen[peer]
-	if !ok {
-		if len(g.seen) >= maxSenders {
-			g.mu.Unlock()
+	st := g.last
+	if peer != g.lastPeer || st == nil {
+		var added bool
+		if st, added = g.lookup(peer, host, now); st == nil {
 			return
 		}
-		st = &senderStat{First: now}
-		g.seen[peer] = st
+		g.lastPeer, g.last = peer, st
+		if added {
+			g.enf.AddNeverBlock(netip.PrefixFrom(peer, peer.BitLen()))
+			g.log.Info("syslog sender added to the never-block list", "addr", peer)
+		}
 	}
-	st.Last = now
-	st.Messages++
-	if st.Host != host {
-		// A copy: host may point into a large receive buffer.
-		st.Host = strings.Clone(host)
+	st.lastNano.Store(now.UnixNano())
+	st.messages.Add(1)
+	if checkHost {
+		if h := st.host.Load(); *h != host {
+			// A copy: host may point into a large receive buffer.
+			c := strings.Clone(host)
+			st.host.Store(&c)
+		}
 	}
-	g.mu.Unlock()
-	if !ok {
-		g.enf.AddNeverBlock(netip.PrefixFrom(peer, peer.BitLen()))
-		g.log.Info("syslog sender added to the never-block list", "addr", peer)
+}
+
+// lookup finds or adds peer; nil past maxSenders.
+func (g *senderGuard) lookup(peer netip.Addr, host string, now time.Time) (st *liveSender, added bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if st, ok := g.seen[peer]; ok {
+		return st, false
 	}
+	if len(g.seen) >= maxSenders {
+		return nil, false
+	}
+	st = &liveSender{first: now}
+	h := strings.Clone(host)
+	st.host.Store(&h)
+	g.seen[peer] = st
+	return st, true
 }
 
 // senders is what each syslog sender sent, with its parse errors and
@@ -513,7 +565,7 @@ func (g *senderGuard) senders() map[string]senderStat {
 	defer g.mu.Unlock()
 	out := make(map[string]senderStat, len(g.seen))
 	for a, st := range g.seen {
-		out[a.String()] = *st
+		out[a.String()] = senderStat{Host: *st.host.Load(), First: st.first, Last: time.Unix(0, st.lastNano.Load()), Messages: st.messages.Load()}
 	}
 	return out
 }

@@ -24,7 +24,7 @@ func TestSenderGuardProtectsSyslogPeers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := &senderGuard{enf: enf, seen: map[netip.Addr]*senderStat{}, log: log}
+	g := &senderGuard{enf: enf, seen: map[netip.Addr]*liveSender{}, log: log}
 	mx := netip.MustParseAddr("198.51.100.25")
 	// Banned before it was known as a sender (another MX logged it as a
 	// client): learning it lifts the ban.
@@ -32,9 +32,9 @@ func TestSenderGuardProtectsSyslogPeers(t *testing.T) {
 		t.Fatalf("offense by a host not yet known as a sender: %v, want ban", v)
 	}
 	t0 := time.Now()
-	g.observe(mx, "mx1", t0)
-	g.observe(mx, "mx1", t0.Add(time.Second))
-	g.observe(netip.Addr{}, "", t0) // file input has no peer
+	g.observe(mx, "mx1", t0, true)
+	g.observe(mx, "mx1", t0.Add(time.Second), true)
+	g.observe(netip.Addr{}, "", t0, true) // file input has no peer
 	if w := enf.Why(mx); w.Ban != nil {
 		t.Errorf("the sender's ban was not lifted when it was learned: %+v", w.Ban)
 	}

@@ -117,7 +117,7 @@ EOF
 }
 
 run_wormgate() { # format conns events; prints bench's key=value line, bans in $work/bans-serve
-	"$work/wormgate" serve --config "$work/wormgate.yaml" 2>"$work/wormgate.stderr" &
+	WORMGATE_SOCKET=$work/control.sock "$work/wormgate" serve --config "$work/wormgate.yaml" 2>"$work/wormgate.stderr" &
 	local pid=$!
 	pids+=("$pid")
 	"$work/bench" -log "$work/maillog" -format "$1" -conns "$2" -addr "127.0.0.1:$wg_port" -pid "$pid" \

@@ -413,20 +413,34 @@ func waitWormgate(url string, messages, events int, start, deadline time.Time) (
 
 // writeBans writes the banned addresses the API lists, sorted.
 func writeBans(url, path string) error {
-	resp, err := http.Get(url)
-	if err != nil {
-		return fmt.Errorf("bans: %w", err)
-	}
-	defer resp.Body.Close()
-	var bans []struct {
-		Addr string `json:"addr"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&bans); err != nil {
-		return fmt.Errorf("bans: %w", err)
-	}
-	addrs := make([]string, 0, len(bans))
-	for _, b := range bans {
-		addrs = append(addrs, b.Addr+"\n")
+	var addrs []string
+	cursor := ""
+	for {
+		u := url + "?limit=1000"
+		if cursor != "" {
+			u += "&cursor=" + cursor
+		}
+		resp, err := http.Get(u)
+		if err != nil {
+			return fmt.Errorf("bans: %w", err)
+		}
+		var page struct {
+			NextCursor string `json:"next_cursor"`
+			Bans       []struct {
+				Addr string `json:"addr"`
+			} `json:"bans"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&page)
+		resp.Body.Close()
+		if err != nil {
+			return fmt.Errorf("bans: %w", err)
+		}
+		for _, b := range page.Bans {
+			addrs = append(addrs, b.Addr+"\n")
+		}
+		if cursor = page.NextCursor; cursor == "" {
+			break
+		}
 	}
 	slices.Sort(addrs)
 	return os.WriteFile(path, []byte(strings.Join(addrs, "")), 0o644)
