@@ -62,7 +62,12 @@ const (
 	// applyBatch bounds the bucket entries applied in one enforcer batch.
 	applyBatch = 4096
 	// heartbeatEvery refreshes this gateway's gw.<name> key (peerTTL).
-	heartbeatEvery = 5 * time.Second
+	heartbeatEvery = 2 * time.Second
+	// watchSilence is how long a live watch may deliver nothing, not even
+	// this gateway's own heartbeat, before it is started anew: its
+	// consumer lived on a NATS node that died, which the connection (to
+	// another node) does not notice.
+	watchSilence = 3 * heartbeatEvery
 	// markerTTL is how long the bucket keeps the marker of an expired key.
 	markerTTL = 10 * time.Minute
 	// bucketMaxValue is the server's own bound on a value; the fleet's is
@@ -390,10 +395,14 @@ func (f *Fleet) watch(ctx context.Context, kv jetstream.KeyValue) error {
 	start := time.Now()
 	caught := false
 	batch := make([]jetstream.KeyValueEntry, 0, applyBatch)
+	silence := time.NewTimer(watchSilence)
+	defer silence.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-silence.C:
+			return fmt.Errorf("watch %s: %w", f.cfg.Bucket, errWatchSilent)
 		case <-f.connCh:
 			if f.gen.Load() != gen {
 				return nil // a disconnection: watch anew from the last revision
@@ -403,6 +412,7 @@ func (f *Fleet) watch(ctx context.Context, kv jetstream.KeyValue) error {
 			if !ok {
 				return fmt.Errorf("watch %s: %w", f.cfg.Bucket, errWatchClosed)
 			}
+			silence.Reset(watchSilence)
 			batch = batch[:0]
 			done := e == nil
 			if e != nil {
@@ -438,7 +448,10 @@ func (f *Fleet) watch(ctx context.Context, kv jetstream.KeyValue) error {
 	}
 }
 
-var errWatchClosed = errors.New("watch closed")
+var (
+	errWatchClosed = errors.New("watch closed")
+	errWatchSilent = errors.New("no entry, not even this gateway's heartbeat, for " + watchSilence.String())
+)
 
 // apply decodes a batch of entries and applies the other gateways'
 // decisions in one enforcer batch.

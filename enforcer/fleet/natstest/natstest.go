@@ -137,7 +137,7 @@ jetstream {
 }
 `, name, o.Host, o.Ports[i], filepath.Join(dir, name))
 		if n > 1 {
-			body += fmt.Sprintf("cluster {\n  name: wormgate-test\n  listen: \"127.0.0.1:%d\"\n  routes: [%s]\n}\n", routePorts[i], strings.Join(routes, ", "))
+			body += fmt.Sprintf("cluster {\n  name: wormgate-test\n  listen: \"127.0.0.1:%d\"\n  no_advertise: true\n  routes: [%s]\n}\n", routePorts[i], strings.Join(routes, ", "))
 		}
 		if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
 			t.Fatal(err)
