@@ -328,7 +328,7 @@ func (e *Enforcer) Offend(off matcher.Offense) policy.Decision {
 			e.log.Debug("ban refused", "addr", d.Ban.Addr, "rule", off.Rule, "err", err)
 			return d
 		}
-		if b := e.active[d.Ban.Addr]; e.sink != nil && !b.Until.Equal(before) {
+		if b := e.active[d.Ban.Addr]; e.sink != nil && (!before.After(now) || b.Until.Sub(before) >= shareExtension) {
 			shared = b
 		}
 	case policy.VerdictNeverBlock:

@@ -12,6 +12,11 @@ import (
 	"github.com/wormgate/wormgate/enforcer/store"
 )
 
+// shareExtension is the least extension of a ban the sink is told of: a
+// worm that keeps hitting extends its ban on every offence, and the fleet
+// need not hear of each.
+const shareExtension = time.Minute
+
 // ErrExpired: a decision from the fleet whose ban has already ended.
 var ErrExpired = errors.New("already expired")
 

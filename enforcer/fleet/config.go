@@ -90,9 +90,11 @@ func (c Config) Validate() error {
 			bad(fmt.Sprintf("urls[%d]", i), configerr.ErrInvalid, "%q: scheme %q is not nats or tls", u, p.Scheme)
 		}
 	}
-	for path, f := range map[string]string{"credentials_file": c.CredentialsFile, "tls.ca": c.TLS.CA, "tls.cert": c.TLS.Cert, "tls.key": c.TLS.Key} {
-		if f != "" && !filepath.IsAbs(f) {
-			bad(path, configerr.ErrInvalid, "%q is not an absolute path", f)
+	for _, f := range []struct{ path, file string }{
+		{"credentials_file", c.CredentialsFile}, {"tls.ca", c.TLS.CA}, {"tls.cert", c.TLS.Cert}, {"tls.key", c.TLS.Key},
+	} {
+		if f.file != "" && !filepath.IsAbs(f.file) {
+			bad(f.path, configerr.ErrInvalid, "%q is not an absolute path", f.file)
 		}
 	}
 	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
