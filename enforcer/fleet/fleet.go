@@ -242,7 +242,7 @@ func (f *Fleet) Run(ctx context.Context) error {
 		return fmt.Errorf("fleet: connect: %w", err)
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(maxInflight), jetstream.WithPublishAsyncTimeout(ackTimeout))
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(2*maxInflight), jetstream.WithPublishAsyncTimeout(ackTimeout))
 	if err != nil {
 		return fmt.Errorf("fleet: %w", err)
 	}
@@ -303,6 +303,7 @@ func (f *Fleet) natsOptions() []nats.Option {
 		nats.ReconnectHandler(f.noteConn),
 		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) { f.noteDown(err) }),
 		nats.ClosedHandler(func(nc *nats.Conn) { f.noteDown(nats.ErrConnectionClosed) }),
+		nats.ReconnectErrHandler(func(nc *nats.Conn, err error) { f.noteConnectErr(err) }),
 	}
 	if f.cfg.tlsWanted() {
 		opts = append(opts, nats.Secure(&tls.Config{MinVersion: tls.VersionTLS12}))
@@ -347,6 +348,23 @@ func (f *Fleet) noteDown(err error) {
 		f.log.Warn("NATS connection lost; enforcing alone and queueing decisions", "err", err)
 	}
 	kick(f.connCh)
+}
+
+// noteConnectErr keeps why a connection attempt failed for the status;
+// the attempts go on every reconnectWait, so only the first of a run of
+// the same error is logged.
+func (f *Fleet) noteConnectErr(err error) {
+	if err == nil {
+		return
+	}
+	msg := "connect: " + err.Error()
+	f.mu.Lock()
+	repeated := f.lastErr == msg
+	f.lastErr, f.lastErrAt = msg, time.Now()
+	f.mu.Unlock()
+	if !repeated {
+		f.log.Warn("cannot connect to NATS; enforcing alone and retrying", "err", err)
+	}
 }
 
 // bind creates the bucket, or binds to it when another gateway did.

@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -24,6 +25,7 @@ import (
 	"github.com/wormgate/wormgate/enforcer/policy"
 	"github.com/wormgate/wormgate/enforcer/store"
 	"github.com/wormgate/wormgate/matcher"
+	"github.com/wormgate/wormgate/receiver/tlstest"
 )
 
 func TestMain(m *testing.M) {
@@ -46,6 +48,12 @@ type member struct {
 
 func startMember(t *testing.T, name string, urls []string, stateDir string) *member {
 	t.Helper()
+	return startMemberWith(t, Config{URLs: urls, Bucket: "wormgate_bans", Replicas: 1, Name: name, InsecureLab: true}, stateDir)
+}
+
+func startMemberWith(t *testing.T, fc Config, stateDir string) *member {
+	t.Helper()
+	name := fc.Name
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -55,7 +63,7 @@ func startMember(t *testing.T, name string, urls []string, stateDir string) *mem
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	f, err := New(Config{URLs: urls, Bucket: "wormgate_bans", Replicas: 1, Name: name, InsecureLab: true}, log, reg, st)
+	f, err := New(fc, log, reg, st)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -422,4 +430,21 @@ func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	}
 	t.Fatalf("no metric %s", name)
 	return 0
+}
+
+// TestFleetTLS: with fleet.tls the gateway talks TLS and shows NATS its
+// certificate; a server that verifies clients refuses one without.
+func TestFleetTLS(t *testing.T) {
+	ca := tlstest.NewCA(t, "fleet-ca")
+	srvCert, srvKey := ca.Issue(t, "localhost")
+	c := natstest.Start(t, 1, natstest.Options{Extra: fmt.Sprintf("tls {\n cert_file: %q\n key_file: %q\n ca_file: %q\n verify: true\n timeout: 2\n}", srvCert, srvKey, ca.File)})
+	url := strings.Replace(c.URLs()[0], "nats://127.0.0.1", "tls://localhost", 1)
+	cert, key := ca.Issue(t, "gw1.example.net")
+	a := startMemberWith(t, Config{URLs: []string{url}, Bucket: "wormgate_bans", Replicas: 1, Name: "gwA", TLS: TLSConfig{CA: ca.File, Cert: cert, Key: key}}, t.TempDir())
+	waitFor(t, 10*time.Second, "live over TLS", func() bool { return a.fleet.Status().Live })
+	b := startMemberWith(t, Config{URLs: []string{url}, Bucket: "wormgate_bans", Replicas: 1, Name: "gwB", TLS: TLSConfig{CA: ca.File}, InsecureLab: true}, t.TempDir())
+	time.Sleep(2 * time.Second)
+	if st := b.fleet.Status(); st.Connected || !strings.HasPrefix(st.LastError, "connect: ") {
+		t.Errorf("a gateway without a client certificate: %+v, want not connected, with the connect error", st)
+	}
 }

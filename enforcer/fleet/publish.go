@@ -96,13 +96,17 @@ func (f *Fleet) publishSome(ctx context.Context, js jetstream.JetStream) int {
 		}
 		fut, err := js.PublishMsgAsync(&nats.Msg{Subject: f.subject(it.key), Data: it.data}, opts...)
 		if err != nil {
-			// Not connected, or too many in flight: back to the queue.
+			if errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+				// NATS is slower than this gateway's decisions: they wait
+				// at the head of the queue, as they were.
+				f.requeueFront(take[i:])
+				sleep(ctx, 5*time.Millisecond)
+				return len(take)
+			}
 			for _, rest := range take[i:] {
 				f.putBack(rest, err)
 			}
-			if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
-				f.fail("publish", err)
-			}
+			f.fail("publish", err)
 			return len(take)
 		}
 		select {
@@ -172,6 +176,26 @@ func (f *Fleet) putBack(it *item, err error) {
 		it.notBefore = time.Now().Add(50 * time.Millisecond)
 	}
 	f.queueLocked(it)
+}
+
+// requeueFront puts items taken for publishing back at the head of the
+// queue, unchanged, unless a newer decision of their key came meanwhile.
+func (f *Fleet) requeueFront(items []*item) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var back []*item
+	for _, it := range items {
+		f.inflight--
+		if f.byKey[it.key] != nil {
+			if it.spooled {
+				f.done = append(f.done, it.seq)
+			}
+			continue
+		}
+		f.byKey[it.key] = it
+		back = append(back, it)
+	}
+	f.queue = append(back, f.queue...)
 }
 
 // spooled is an item as the record keeps it.

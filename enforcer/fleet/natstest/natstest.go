@@ -74,6 +74,8 @@ type Options struct {
 	// Command wraps a process start, to run the nodes in a namespace
 	// (default exec.Command).
 	Command func(name string, args ...string) *exec.Cmd
+	// Extra is configuration added to every node's file (a tls block).
+	Extra string
 }
 
 // Node is one nats-server process.
@@ -136,6 +138,7 @@ jetstream {
   max_file_store: 2GB
 }
 `, name, o.Host, o.Ports[i], filepath.Join(dir, name))
+		body += o.Extra + "\n"
 		if n > 1 {
 			body += fmt.Sprintf("cluster {\n  name: wormgate-test\n  listen: \"127.0.0.1:%d\"\n  no_advertise: true\n  routes: [%s]\n}\n", routePorts[i], strings.Join(routes, ", "))
 		}
