@@ -211,6 +211,10 @@ func (f *Fleet) spill(everything bool) {
 	put := make(map[uint64][]byte)
 	var marked []*item
 	f.mu.Lock()
+	if len(f.queue) > 2*len(f.byKey)+publishBatch {
+		// Mostly replaced decisions: a long partition in a flood.
+		f.queue = slices.DeleteFunc(f.queue, func(it *item) bool { return f.byKey[it.key] != it })
+	}
 	for _, it := range f.queue {
 		if f.byKey[it.key] != it || it.spooled {
 			continue
