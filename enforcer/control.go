@@ -162,6 +162,7 @@ func (e *Enforcer) Ban(ctx context.Context, mb ManualBan) (Result, error) {
 	}
 	e.noteEvent(policy.Event{Time: now, Addr: n.Addr(), Kind: "manual", Rule: manualRule, Text: mb.Reason, Verdict: "manual ban", Detail: fmt.Sprintf("%v for %v by %s", n, mb.For, mb.By)})
 	e.log.Info("manual ban", "net", n, "for", mb.For, "reason", mb.Reason, "by", mb.By)
+	e.decided(Decision{Op: OpBan, Net: n, Time: now, Until: b.Until, Rule: manualRule, Reason: mb.Reason, By: mb.By, Hits: b.Hits, Manual: true})
 	return Result{Changed: []netip.Prefix{n}, Durable: e.waitDurable(ctx)}, nil
 }
 
@@ -217,26 +218,36 @@ func (e *Enforcer) Unban(ctx context.Context, nets []netip.Prefix, by string) (R
 	}
 	var hosts []netip.Addr
 	var netDels []netip.Prefix
-	for _, n := range checked {
-		until := e.liftLocked(n)
-		e.ctl.Tombstones = append(e.ctl.Tombstones, store.Tombstone{Net: n, Until: until})
-		e.ctl.DropTombstones = slices.DeleteFunc(e.ctl.DropTombstones, func(p netip.Prefix) bool { return p == n })
-		if n.IsSingleIP() {
-			hosts = append(hosts, n.Addr())
-		} else {
-			netDels = append(netDels, n)
-		}
+	untils := make([]time.Time, len(checked))
+	for i, n := range checked {
+		untils[i] = e.unbanLocked(n, &hosts, &netDels)
 	}
 	e.mu.Unlock()
 	err = e.deleteFromKernel(ctx, hosts, netDels)
-	for _, n := range checked {
+	for i, n := range checked {
 		e.noteEvent(policy.Event{Time: now, Addr: n.Addr(), Kind: "manual", Rule: manualRule, Verdict: "unban", Detail: fmt.Sprintf("%v by %s", n, by)})
+		e.decided(Decision{Op: OpUnban, Net: n, Time: now, Until: untils[i], By: by})
 	}
 	e.log.Info("unban", "nets", checked, "by", by)
 	if err != nil {
 		return Result{Changed: checked}, fmt.Errorf("unban: lifted in wormgate, but the kernel delete failed (retried): %w", err)
 	}
 	return Result{Changed: checked, Durable: e.waitDurable(ctx)}, nil
+}
+
+// unbanLocked lifts the ban of n with a tombstone and adds it to the
+// hosts or networks to delete from the kernel. It returns when the ban
+// would have ended.
+func (e *Enforcer) unbanLocked(n netip.Prefix, hosts *[]netip.Addr, nets *[]netip.Prefix) time.Time {
+	until := e.liftLocked(n)
+	e.ctl.Tombstones = append(e.ctl.Tombstones, store.Tombstone{Net: n, Until: until})
+	e.ctl.DropTombstones = slices.DeleteFunc(e.ctl.DropTombstones, func(p netip.Prefix) bool { return p == n })
+	if n.IsSingleIP() {
+		*hosts = append(*hosts, n.Addr())
+	} else {
+		*nets = append(*nets, n)
+	}
+	return until
 }
 
 // bannedLocked reports whether n is an active ban.
@@ -338,17 +349,15 @@ func (e *Enforcer) Allow(ctx context.Context, a store.Allow) (Result, error) {
 	}
 	a.Added = now
 	e.mu.Lock()
-	e.allows[n] = a
+	e.putAllowLocked(a)
 	e.applyAllowsLocked()
-	e.ctl.Disallows = slices.DeleteFunc(e.ctl.Disallows, func(p netip.Prefix) bool { return p == n })
-	e.ctl.Allows = append(slices.DeleteFunc(e.ctl.Allows, func(x store.Allow) bool { return x.Net == n }), a)
-	kick(e.recKick)
 	hosts, nets := e.liftProtectedLocked()
 	e.mu.Unlock()
 	lifted := liftedPrefixes(hosts, nets)
 	err = e.deleteFromKernel(ctx, hosts, nets)
 	e.noteEvent(policy.Event{Time: now, Addr: n.Addr(), Kind: "manual", Rule: manualRule, Text: a.Reason, Verdict: "allow", Detail: fmt.Sprintf("%v by %s", n, a.By)})
 	e.log.Info("allow", "net", n, "until", a.Until, "reason", a.Reason, "by", a.By, "lifted", len(lifted))
+	e.decided(Decision{Op: OpAllow, Net: n, Time: now, Until: a.Until, Reason: a.Reason, By: a.By})
 	if err != nil {
 		return Result{Changed: []netip.Prefix{n}, Lifted: lifted}, fmt.Errorf("allow: the kernel delete failed (retried): %w", err)
 	}
@@ -369,15 +378,35 @@ func (e *Enforcer) Disallow(ctx context.Context, nets []netip.Prefix, by string)
 		}
 	}
 	for _, n := range checked {
-		delete(e.allows, n)
-		e.ctl.Allows = slices.DeleteFunc(e.ctl.Allows, func(x store.Allow) bool { return x.Net == n })
-		e.ctl.Disallows = append(e.ctl.Disallows, n)
+		e.dropAllowLocked(n)
 	}
 	e.applyAllowsLocked()
-	kick(e.recKick)
 	e.mu.Unlock()
 	e.log.Info("disallow", "nets", checked, "by", by)
+	now := e.now()
+	for _, n := range checked {
+		e.decided(Decision{Op: OpDisallow, Net: n, Time: now, By: by})
+	}
 	return Result{Changed: checked, Durable: e.waitDurable(ctx)}, nil
+}
+
+// putAllowLocked adds (or replaces) a run-time allow and queues it for
+// the record; the caller applies the allows and lifts what they cover.
+func (e *Enforcer) putAllowLocked(a store.Allow) {
+	n := a.Net
+	e.allows[n] = a
+	e.ctl.Disallows = slices.DeleteFunc(e.ctl.Disallows, func(p netip.Prefix) bool { return p == n })
+	e.ctl.Allows = append(slices.DeleteFunc(e.ctl.Allows, func(x store.Allow) bool { return x.Net == n }), a)
+	kick(e.recKick)
+}
+
+// dropAllowLocked removes a run-time allow and queues that for the
+// record; the caller applies the allows.
+func (e *Enforcer) dropAllowLocked(n netip.Prefix) {
+	delete(e.allows, n)
+	e.ctl.Allows = slices.DeleteFunc(e.ctl.Allows, func(x store.Allow) bool { return x.Net == n })
+	e.ctl.Disallows = append(e.ctl.Disallows, n)
+	kick(e.recKick)
 }
 
 // Allows returns the run-time never-block entries, in address order.

@@ -289,14 +289,14 @@ func TestStoreRoundTrip(t *testing.T) {
 		{Addr: netip.MustParseAddr("203.0.113.1"), Rule: "worm", Start: now.Add(-time.Hour), Until: now.Add(time.Hour), Hits: 3},
 		{Addr: netip.MustParseAddr("2001:db8::1"), Rule: "manual", Start: now, Until: now.Add(time.Minute), Hits: 0, Manual: true, Reason: "partner relay, ticket 42"},
 		{Addr: netip.MustParseAddr("198.51.100.0"), Net: netip.MustParsePrefix("198.51.100.0/24"), Rule: "manual", Start: now, Until: now.Add(time.Hour), Manual: true},
-		{Addr: netip.MustParseAddr("192.0.2.7"), Rule: "worm", Start: now, Until: now.Add(time.Hour), Hits: 1, Hosts: []string{"mx1", "mx2.example.net"}},
+		{Addr: netip.MustParseAddr("192.0.2.7"), Rule: "worm", Start: now, Until: now.Add(time.Hour), Hits: 1, Hosts: []string{"mx1", "mx2.example.net"}, Origin: "gw2"},
 		{Addr: netip.MustParseAddr("203.0.113.2"), Rule: "old", Start: now.Add(-2 * time.Hour), Until: now.Add(-time.Second)},
 	}
 	events := []policy.Event{
 		{Seq: 1, Time: now.Add(-time.Minute), Addr: netip.MustParseAddr("192.0.2.7"), Host: "mx1", QueueID: "4Xq1", Kind: "header_reject", Rule: "worm", Text: "Worm: Sobig.F", Verdict: "ban"},
 		{Seq: 2, Time: now.Add(-40 * 24 * time.Hour), Addr: netip.MustParseAddr("192.0.2.7"), Kind: "header_reject", Rule: "worm", Verdict: "ban"},
 	}
-	allows := []store.Allow{{Net: netip.MustParsePrefix("192.0.2.0/28"), Added: now, Reason: "partner"}, {Net: netip.MustParsePrefix("192.0.2.64/28"), Added: now, Until: now.Add(-time.Second)}}
+	allows := []store.Allow{{Net: netip.MustParsePrefix("192.0.2.0/28"), Added: now, Reason: "partner", Origin: "gw3"}, {Net: netip.MustParsePrefix("192.0.2.64/28"), Added: now, Until: now.Add(-time.Second)}}
 	tombs := []store.Tombstone{{Net: netip.MustParsePrefix("203.0.113.70/32"), Until: now.Add(time.Hour)}}
 	hist := []policy.History{
 		{Addr: netip.MustParseAddr("203.0.113.1"), Hits: 3, Bans: 2, FirstSeen: now.Add(-time.Hour), LastSeen: now, BannedUntil: now.Add(time.Hour)},

@@ -115,6 +115,8 @@ type Enforcer struct {
 	// timeline counts offences and new bans per rule over time.
 	timeline *timeline
 	manual   ManualConfig
+	// sink is told of every decision made here, for the fleet.
+	sink DecisionSink
 	// nextExpiry is no later than the earliest Until in active, or zero
 	// when unknown (after a load or an adoption), so that a sweep can be
 	// skipped when nothing can have expired.
@@ -314,8 +316,10 @@ func (e *Enforcer) Offend(off matcher.Offense) policy.Decision {
 	off.Time = now
 	e.mu.Lock()
 	d := e.policy.Observe(off)
+	var shared policy.Ban
 	switch d.Verdict {
 	case policy.VerdictBan, policy.VerdictExtend:
+		before := e.active[d.Ban.Addr].Until
 		if err := e.activateLocked(d.Ban, &d.History, now, true); err != nil {
 			// Undo the policy's ban, so that the next offense tries again
 			// and does not count as an escalation.
@@ -331,6 +335,9 @@ func (e *Enforcer) Offend(off matcher.Offense) policy.Decision {
 			e.log.Debug("ban refused", "addr", d.Ban.Addr, "rule", off.Rule, "err", err)
 			return d
 		}
+		if b := e.active[d.Ban.Addr]; e.sink != nil && (!before.After(now) || b.Until.Sub(before) >= shareExtension) {
+			shared = b
+		}
 	case policy.VerdictNeverBlock:
 		e.m.refused.WithLabelValues("never_block").Inc()
 	case policy.VerdictDryRun:
@@ -339,6 +346,10 @@ func (e *Enforcer) Offend(off matcher.Offense) policy.Decision {
 	e.noteOffenseLocked(off, d, d.Verdict.String())
 	e.mu.Unlock()
 	e.timeline.note(off.Rule, now, d.Verdict == policy.VerdictBan)
+	if shared.Addr.IsValid() {
+		e.decided(Decision{Op: OpBan, Net: netip.PrefixFrom(shared.Addr, shared.Addr.BitLen()), Time: now, Until: shared.Until,
+			Rule: shared.Rule, Hits: shared.Hits, Bans: d.History.Bans})
+	}
 	e.counter(e.m.offenses, off.Rule, d.Verdict.String()).Inc()
 	switch d.Verdict {
 	case policy.VerdictBan, policy.VerdictExtend:

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/wormgate/wormgate/enforcer"
+	"github.com/wormgate/wormgate/enforcer/fleet"
 )
 
 // errDaemon marks a failure of the daemon or of reaching it: exit 1.
@@ -250,6 +251,9 @@ func cmdWhy(ctx context.Context, args []string, s streams) error {
 				kind += ": " + w.Ban.Reason
 			}
 		}
+		if w.Ban.Origin != "" {
+			kind += ", decided by gateway " + w.Ban.Origin
+		}
 		target := w.Addr.String()
 		if w.Ban.Net.IsValid() {
 			target = w.Ban.Net.String()
@@ -345,6 +349,7 @@ type statusReply struct {
 	BansActive    int                   `json:"bans_active"`
 	Senders       map[string]senderStat `json:"senders"`
 	LastReload    *reloadResult         `json:"last_reload"`
+	Fleet         fleet.Status          `json:"fleet"`
 }
 
 func cmdStatus(ctx context.Context, args []string, s streams) error {
@@ -399,6 +404,20 @@ func cmdStatus(ctx context.Context, args []string, s streams) error {
 		ss := st.Senders[a]
 		fmt.Fprintf(tw, "sender %s\t%d messages, last %s ago\n", a, ss.Messages, time.Since(ss.Last).Round(time.Second))
 	}
+	if fl := st.Fleet; fl.Enabled {
+		state := "NOT CONNECTED (enforcing alone, decisions queued)"
+		switch {
+		case fl.Live:
+			state = "connected to " + fl.Server
+		case fl.Connected:
+			state = "connected to " + fl.Server + ", catching up"
+		}
+		fmt.Fprintf(tw, "fleet\t%s, bucket %s: %s; peers %s; %d queued; lag %.3fs\n", fl.Name, fl.Bucket, state,
+			dash(strings.Join(fl.Peers, ",")), fl.Queued, fl.LagSeconds)
+		if fl.LastError != "" {
+			fmt.Fprintf(tw, "fleet error\t%s at %s\n", fl.LastError, fl.LastErrorAt.Local().Format(time.DateTime))
+		}
+	}
 	if r := st.LastReload; r != nil {
 		res := "ok"
 		if !r.OK {
@@ -429,6 +448,7 @@ type banReply struct {
 	RemainingSeconds float64   `json:"remaining_seconds"`
 	Manual           bool      `json:"manual,omitempty"`
 	Reason           string    `json:"reason,omitempty"`
+	Origin           string    `json:"origin,omitempty"`
 }
 
 func cmdBans(ctx context.Context, args []string, s streams) error {
@@ -483,6 +503,9 @@ func cmdBans(ctx context.Context, args []string, s streams) error {
 		rule := b.Rule
 		if b.Manual && rule != policyManual {
 			rule += " (manual)"
+		}
+		if b.Origin != "" {
+			rule += " from " + b.Origin
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%v\t%s\n", target, rule, b.Hits, dash(strings.Join(b.Hosts, ",")),
 			b.Until.Local().Format(time.DateTime), (time.Duration(b.RemainingSeconds) * time.Second).Round(time.Second), quoteText(b.Reason))

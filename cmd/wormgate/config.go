@@ -12,6 +12,7 @@ import (
 
 	"github.com/wormgate/wormgate/cmd/wormgate/internal/yamlconf"
 	"github.com/wormgate/wormgate/enforcer"
+	"github.com/wormgate/wormgate/enforcer/fleet"
 	"github.com/wormgate/wormgate/enforcer/policy"
 	"github.com/wormgate/wormgate/matcher"
 	"github.com/wormgate/wormgate/receiver"
@@ -33,6 +34,7 @@ type Config struct {
 	Receiver receiver.Config `yaml:"receiver"`
 	Matcher  matcher.Config  `yaml:"matcher"`
 	Enforcer enforcer.Config `yaml:"enforcer"`
+	Fleet    fleet.Config    `yaml:"fleet"`
 	HTTP     HTTPConfig      `yaml:"http"`
 	Control  ControlConfig   `yaml:"control"`
 	Process  ProcessConfig   `yaml:"process"`
@@ -88,6 +90,7 @@ func defaultConfig() Config {
 		Receiver: receiver.DefaultConfig(),
 		Matcher:  matcher.DefaultConfig(),
 		Enforcer: enforcer.DefaultConfig(),
+		Fleet:    fleet.DefaultConfig(),
 		HTTP:     HTTPConfig{Listen: "127.0.0.1:9514", Dashboard: DashboardConfig{SilentAfter: 5 * time.Minute}},
 		Control:  ControlConfig{Socket: defaultSocket, Group: "wormgate"},
 		Log:      LogConfig{Level: slog.LevelInfo, Format: "text"},
@@ -140,6 +143,7 @@ func (c Config) Validate() error {
 		configerr.Within("receiver", c.Receiver.Validate()),
 		configerr.Within("matcher", c.Matcher.Validate()),
 		configerr.Within("enforcer", c.Enforcer.Validate()),
+		configerr.Within("fleet", c.Fleet.Validate()),
 	}
 	if c.HTTP.Listen != "" {
 		if err := receiver.CheckListen(c.HTTP.Listen); err != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/wormgate/wormgate/receiver/syslog/syslogtest"
 
+	"github.com/wormgate/wormgate/enforcer/fleet/natstest"
 	"github.com/wormgate/wormgate/enforcer/nft/nftest"
 )
 
@@ -55,6 +56,7 @@ func wormgateBinary(t testing.TB) string {
 
 func TestMain(m *testing.M) {
 	code := m.Run()
+	natstest.Cleanup()
 	if binPath != "" {
 		os.RemoveAll(filepath.Dir(binPath))
 	}

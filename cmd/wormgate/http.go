@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/wormgate/wormgate/enforcer"
+	"github.com/wormgate/wormgate/enforcer/fleet"
 	"github.com/wormgate/wormgate/receiver"
 )
 
@@ -40,6 +41,8 @@ type status struct {
 	// last reload's result (nil before the first).
 	senders    func() map[string]senderStat
 	lastReload *atomic.Pointer[reloadResult]
+	// fleet reports the fleet's state (Enabled false standalone).
+	fleet func() fleet.Status
 }
 
 // routes registers the read side on mux: the TCP status server and the
@@ -96,6 +99,7 @@ func (s *status) apiStatus(w http.ResponseWriter, r *http.Request) {
 		"bans_active": s.enf.ActiveCount(),
 		"senders":     s.senders(),
 		"last_reload": s.lastReload.Load(),
+		"fleet":       s.fleet(),
 		"counters":    s.counters(),
 	})
 }
@@ -337,6 +341,7 @@ type banJSON struct {
 	Hosts            []string     `json:"hosts,omitempty"`
 	Manual           bool         `json:"manual,omitempty"`
 	Reason           string       `json:"reason,omitempty"`
+	Origin           string       `json:"origin,omitempty"`
 	Start            time.Time    `json:"start"`
 	Until            time.Time    `json:"until"`
 	RemainingSeconds float64      `json:"remaining_seconds"`
@@ -385,7 +390,7 @@ func writeBansPage(w io.Writer, page enforcer.BansPage, cursor string, now time.
 		}
 		buf.WriteByte('\n')
 		if err := enc.Encode(banJSON{
-			Addr: b.Addr, Net: b.Net, Rule: b.Rule, Hits: b.Hits, Hosts: b.Hosts, Manual: b.Manual, Reason: b.Reason,
+			Addr: b.Addr, Net: b.Net, Rule: b.Rule, Hits: b.Hits, Hosts: b.Hosts, Manual: b.Manual, Reason: b.Reason, Origin: b.Origin,
 			Start: b.Start.UTC(), Until: b.Until.UTC(), RemainingSeconds: b.Until.Sub(now).Seconds(),
 		}); err != nil {
 			return err

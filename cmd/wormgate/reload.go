@@ -34,7 +34,7 @@ type reloadResult struct {
 var restartOnly = []string{
 	"receiver.", "enforcer.state_dir", "enforcer.dry_run", "enforcer.nftables.table",
 	"enforcer.nftables.syslog_guard", "http.listen", "control.", "log.",
-	"matcher.reinjection_sources", "matcher.established",
+	"matcher.reinjection_sources", "matcher.established", "fleet.",
 }
 
 // appliedAtReload are the matcher settings a reload applies (the rules);

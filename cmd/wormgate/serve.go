@@ -32,6 +32,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/wormgate/wormgate/enforcer"
+	"github.com/wormgate/wormgate/enforcer/fleet"
 	"github.com/wormgate/wormgate/matcher"
 	"github.com/wormgate/wormgate/receiver"
 	"github.com/wormgate/wormgate/receiver/syslog"
@@ -87,10 +88,12 @@ type app struct {
 	store   *remote.Client
 	matcher *matcher.Matcher
 	enf     *enforcer.Enforcer
-	guard   *senderGuard
-	msgs    chan syslog.Message
-	rcv     *receiver.Receiver
-	httpLn  net.Listener
+	// fleet shares decisions with the other gateways; nil standalone.
+	fleet  *fleet.Fleet
+	guard  *senderGuard
+	msgs   chan syslog.Message
+	rcv    *receiver.Receiver
+	httpLn net.Listener
 	// httpRejected counts the status server's 503s (too many at once).
 	httpRejected prometheus.Counter
 	status       *status
@@ -111,7 +114,7 @@ func serve(ctx context.Context, cfg Config, path string, log *slog.Logger) error
 	applyMemoryLimit(cfg.Process, log)
 	defer a.close()
 	for _, step := range []func(Config) error{
-		a.openFirewall, a.openRecord, a.newMatcher, a.newEnforcer, a.openReceiver, a.openHTTP, a.openControl,
+		a.openFirewall, a.openRecord, a.newMatcher, a.newFleet, a.newEnforcer, a.openReceiver, a.openHTTP, a.openControl,
 	} {
 		if err := step(cfg); err != nil {
 			return err
@@ -197,6 +200,27 @@ func (a *app) newMatcher(cfg Config) error {
 	return nil
 }
 
+// newFleet builds the fleet member when fleet.urls is set; it connects
+// when the app runs, and NATS being down then does not stop the gateway.
+func (a *app) newFleet(cfg Config) error {
+	if !cfg.Fleet.Enabled() {
+		return nil
+	}
+	var spool fleet.Spool
+	if a.store != nil {
+		spool = a.store
+	}
+	f, err := fleet.New(cfg.Fleet, a.log, a.reg, spool)
+	if err != nil {
+		return err
+	}
+	if cfg.Fleet.InsecureLab {
+		a.log.Warn("fleet.insecure_lab is on: whoever reaches NATS can ban and unban on every gateway")
+	}
+	a.fleet = f
+	return nil
+}
+
 // newEnforcer builds the enforcer; the gateway's own addresses and the
 // single-host allowed senders are never-block from the start, every other
 // syslog sender as soon as it is seen.
@@ -205,15 +229,29 @@ func (a *app) newEnforcer(cfg Config) error {
 	if a.store != nil {
 		opts = append(opts, enforcer.WithStore(a.store))
 	}
+	if a.fleet != nil {
+		opts = append(opts, enforcer.WithDecisionSink(a.fleet))
+	}
 	enf, err := enforcer.New(cfg.Enforcer, rulePolicies(cfg.Matcher), a.fw, a.log, a.reg, opts...)
 	if err != nil {
 		return err
+	}
+	if a.fleet != nil {
+		a.fleet.SetApplier(enf)
 	}
 	enf.AddNeverBlock(ownPrefixes(a.log)...)
 	enf.AddNeverBlock(singleHosts(cfg.Receiver.AllowedSenders)...)
 	a.enf = enf
 	a.guard = &senderGuard{enf: enf, seen: make(map[netip.Addr]*liveSender), log: a.log}
 	return nil
+}
+
+// fleetStatus is the fleet's part of the status; standalone says so.
+func (a *app) fleetStatus() fleet.Status {
+	if a.fleet == nil {
+		return fleet.Status{Peers: []string{}}
+	}
+	return a.fleet.Status()
 }
 
 // openReceiver binds the syslog listeners.
@@ -236,6 +274,7 @@ func (a *app) openHTTP(cfg Config) error {
 		senderCollector{a.senders}, newBuildInfo())
 	a.status = &status{
 		started: time.Now(), cfg: &a.cfg, enf: a.enf, rcv: a.rcv, reg: a.reg, senders: a.senders, lastReload: &a.lastReload,
+		fleet:    a.fleetStatus,
 		firewall: map[bool]string{true: "dry-run", false: "nftables"}[cfg.Enforcer.DryRun],
 	}
 	if cfg.HTTP.Listen == "" {
@@ -304,6 +343,9 @@ func (a *app) run(ctx context.Context) error {
 	}
 	g.Go(func() error { return a.reloadOnHUP(gctx) })
 	g.Go(func() error { return a.returnMemory(gctx) })
+	if a.fleet != nil {
+		g.Go(func() error { return a.fleet.Run(gctx) })
+	}
 	// Every listener is bound (the steps before run): READY=1 waits for the firewall only.
 	g.Go(func() error { notifyLifecycle(gctx, a.log, a.enf.Ready); return nil })
 	cfg := a.cfg.Load()

@@ -82,6 +82,9 @@ type Ban struct {
 	// Manual marks a ban an operator made; Reason is their text.
 	Manual bool   `json:"manual,omitempty"`
 	Reason string `json:"reason,omitempty"`
+	// Origin names the gateway of the fleet that decided the ban; empty
+	// for this gateway's own.
+	Origin string `json:"origin,omitempty"`
 }
 
 // Offender is what is remembered about one address.

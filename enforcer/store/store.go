@@ -38,9 +38,10 @@ var (
 	eventsBucket     = []byte("events")
 	allowsBucket     = []byte("allows")
 	tombstonesBucket = []byte("tombstones")
+	fleetBucket      = []byte("fleet_queue")
 )
 
-var buckets = [][]byte{bansBucket, historyBucket, eventsBucket, allowsBucket, tombstonesBucket}
+var buckets = [][]byte{bansBucket, historyBucket, eventsBucket, allowsBucket, tombstonesBucket, fleetBucket}
 
 // Store is the durable record of active bans and offender history in a
 // bbolt file. Every Commit is one fsynced transaction. The enforcer
@@ -181,6 +182,9 @@ type Allow struct {
 	Until  time.Time    `json:"until,omitzero"` // zero: until removed
 	Reason string       `json:"reason,omitempty"`
 	By     string       `json:"by,omitempty"`
+	// Origin names the gateway of the fleet that made the allow; empty
+	// for this gateway's operator.
+	Origin string `json:"origin,omitempty"`
 }
 
 // Tombstone remembers a ban an operator lifted, so that start-up does
@@ -458,16 +462,18 @@ func keyCompare(a, b netip.Addr) int {
 
 // A ban record: version, start, until (Unix ns), hits, flags, rule;
 // version 2 adds, each length-prefixed (uvarint), the reason and the
-// hosts. The key holds the address or network.
+// hosts; version 3 the origin gateway (fleet). The key holds the address
+// or network.
 const (
 	banV1      = 1
 	banV2      = 2
+	banV3      = 3
 	flagManual = 1
 )
 
 func encodeBan(b policy.Ban) []byte {
 	out := make([]byte, 0, 32+len(b.Rule)+len(b.Reason))
-	out = append(out, banV2)
+	out = append(out, banV3)
 	out = binary.BigEndian.AppendUint64(out, uint64(b.Start.UnixNano()))
 	out = binary.BigEndian.AppendUint64(out, uint64(b.Until.UnixNano()))
 	out = binary.BigEndian.AppendUint32(out, uint32(min(max(b.Hits, 0), 1<<31-1)))
@@ -482,7 +488,7 @@ func encodeBan(b policy.Ban) []byte {
 	for _, h := range b.Hosts {
 		out = appendString(out, h)
 	}
-	return out
+	return appendString(out, b.Origin)
 }
 
 func appendString(out []byte, s string) []byte {
@@ -499,7 +505,7 @@ func readString(v []byte) (string, []byte, bool) {
 
 func decodeBan(k, v []byte) (policy.Ban, error) {
 	p, ok := keyPrefix(k)
-	if !ok || len(v) < 22 || (v[0] != banV1 && v[0] != banV2) {
+	if !ok || len(v) < 22 || v[0] < banV1 || v[0] > banV3 {
 		return policy.Ban{}, ErrCorruptRecord
 	}
 	start := time.Unix(0, int64(binary.BigEndian.Uint64(v[1:])))
@@ -533,6 +539,11 @@ func decodeBan(k, v []byte) (policy.Ban, error) {
 			return policy.Ban{}, ErrCorruptRecord
 		}
 		b.Hosts = append(b.Hosts, h)
+	}
+	if v[0] == banV3 {
+		if b.Origin, _, ok = readString(rest); !ok {
+			return policy.Ban{}, ErrCorruptRecord
+		}
 	}
 	return b, nil
 }

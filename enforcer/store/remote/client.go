@@ -327,6 +327,22 @@ func (c *Client) Commit(ch store.Change) error {
 	return err
 }
 
+// FleetQueue returns the fleet's queued decisions the record holds.
+func (c *Client) FleetQueue() (map[uint64][]byte, error) {
+	rep, err := c.call(request{Op: opFleetQueue})
+	return rep.FleetQueue, err
+}
+
+// CommitFleetQueue adds put and removes done in one fsynced transaction
+// in the helper.
+func (c *Client) CommitFleetQueue(put map[uint64][]byte, done []uint64) error {
+	if len(put)+len(done) == 0 {
+		return nil
+	}
+	_, err := c.call(request{Op: opCommitFleetQueue, FleetPut: put, FleetDone: done})
+	return err
+}
+
 // Recovered names the file the helper moved an unreadable record to, or "".
 func (c *Client) Recovered() string {
 	c.mu.Lock()

@@ -126,6 +126,11 @@ func blockingStore(t *testing.T) *captureStore {
 	return s
 }
 
+func (s *captureStore) FleetQueue() (map[uint64][]byte, error) { return nil, s.err }
+func (s *captureStore) CommitFleetQueue(map[uint64][]byte, []uint64) error {
+	return s.err
+}
+
 type loadArgs struct {
 	Now time.Time
 	Lim store.Limits
@@ -158,7 +163,7 @@ func fullChange() store.Change {
 	return store.Change{
 		Bans: []policy.Ban{
 			{Addr: a, Rule: "worm", Start: t0, Duration: time.Hour, Until: t0.Add(time.Hour), Hits: 3,
-				Hosts: []string{"mx1", "mx2.example.net"}, Net: netip.MustParsePrefix("2001:db8::/64"), Manual: true, Reason: "ticket 42"},
+				Hosts: []string{"mx1", "mx2.example.net"}, Net: netip.MustParsePrefix("2001:db8::/64"), Manual: true, Reason: "ticket 42", Origin: "gw2"},
 			{Addr: netip.MustParseAddr("192.0.2.9"), Rule: "sasl", Start: t0.UTC(), Until: t0.Add(time.Minute).UTC(), Hits: 1},
 		},
 		History: []policy.History{{Addr: a, Hits: 4, Bans: 2, FirstSeen: t0.Add(-time.Hour), LastSeen: t0, BannedUntil: t0.Add(time.Hour)}},
@@ -166,7 +171,7 @@ func fullChange() store.Change {
 		Events: []policy.Event{{Seq: 7, Time: t0, Addr: a, Host: "mx1", QueueID: "4Xq1", Kind: "header_reject", Rule: "worm",
 			Text: "Subject: Thank you! [192.0.2.99]", Verdict: "ban", Detail: "threshold 1 reached"}},
 		DropEvents:     []policy.EventKey{{Addr: a, Time: t0.Add(-time.Hour), Seq: 3}},
-		Allows:         []store.Allow{{Net: netip.MustParsePrefix("192.0.2.0/28"), Added: t0, Until: t0.Add(time.Hour), Reason: "partner", By: "ops"}},
+		Allows:         []store.Allow{{Net: netip.MustParsePrefix("192.0.2.0/28"), Added: t0, Until: t0.Add(time.Hour), Reason: "partner", By: "ops", Origin: "gw3"}},
 		Disallows:      []netip.Prefix{netip.MustParsePrefix("192.0.2.64/28")},
 		Tombstones:     []store.Tombstone{{Net: netip.MustParsePrefix("203.0.113.70/32"), Until: t0.Add(time.Hour)}},
 		DropTombstones: []netip.Prefix{netip.MustParsePrefix("203.0.113.71/32")},
@@ -280,6 +285,26 @@ func TestRemoteMatchesLocalStore(t *testing.T) {
 		if len(got.Bans) == 0 {
 			t.Errorf("after commit %d: no bans: the comparison proves nothing", i)
 		}
+	}
+}
+
+// TestFleetQueueThroughTheHelper: the fleet's queue of decisions waiting
+// for NATS goes through the helper like the rest of the record.
+func TestFleetQueueThroughTheHelper(t *testing.T) {
+	c, _ := connected(t, dirSpawner(t.TempDir()))
+	if err := c.CommitFleetQueue(map[uint64][]byte{1: []byte("a"), 2: []byte("b"), 3: []byte("c")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CommitFleetQueue(map[uint64][]byte{4: []byte("d")}, []uint64{1, 3}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.FleetQueue()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[uint64][]byte{2: []byte("b"), 4: []byte("d")}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("fleet queue (-want +got):\n%s", diff)
 	}
 }
 

@@ -20,6 +20,11 @@ type Store interface {
 	Commit(c store.Change) error
 	// Recovered names the file an unreadable record was moved to, or "".
 	Recovered() string
+	// FleetQueue returns the fleet's queued decisions.
+	FleetQueue() (map[uint64][]byte, error)
+	// CommitFleetQueue adds put and removes done in one fsynced
+	// transaction.
+	CommitFleetQueue(put map[uint64][]byte, done []uint64) error
 }
 
 // Serve sends the hello on w, then answers every request read from r
@@ -45,6 +50,11 @@ func Serve(r io.Reader, w io.Writer, st Store) error {
 			rep.Snapshot, rep.Err = snap, toWire(err)
 		case opCommit:
 			rep.Err = toWire(st.Commit(req.Change))
+		case opFleetQueue:
+			q, err := st.FleetQueue()
+			rep.FleetQueue, rep.Err = q, toWire(err)
+		case opCommitFleetQueue:
+			rep.Err = toWire(st.CommitFleetQueue(req.FleetPut, req.FleetDone))
 		default:
 			rep.Err = toWire(fmt.Errorf("%w: %d", errUnknownOp, req.Op))
 		}

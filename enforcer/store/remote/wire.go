@@ -20,6 +20,9 @@ type op uint8
 const (
 	opLoad op = iota + 1
 	opCommit
+	// The fleet's queue of decisions waiting for NATS.
+	opFleetQueue
+	opCommitFleetQueue
 )
 
 type request struct {
@@ -27,12 +30,17 @@ type request struct {
 	Now    time.Time
 	Limits store.Limits
 	Change store.Change
+	// FleetPut and FleetDone are opCommitFleetQueue's.
+	FleetPut  map[uint64][]byte
+	FleetDone []uint64
 }
 
 // reply answers one request; the first reply of a stream is the hello.
 type reply struct {
 	Proto    int
 	Snapshot store.Snapshot
+	// FleetQueue is opFleetQueue's.
+	FleetQueue map[uint64][]byte
 	// Recovered is the store's Recovered after the request: Load may
 	// move an unreadable file aside.
 	Recovered string
