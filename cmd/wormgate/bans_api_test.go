@@ -472,10 +472,19 @@ func TestServeBansAPI200k(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	// The flood that made the bans left freed memory behind; the daemon
+	// hands it back to the kernel within seconds (process.memory_limit_mib).
+	// What the clients then cost is the test.
+	settled := time.Now()
 	base, err := vmRSS(pid)
+	for err == nil && base > maxRSS-20<<20 && time.Since(settled) < 20*time.Second {
+		time.Sleep(250 * time.Millisecond)
+		base, err = vmRSS(pid)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("RSS settled to %d MB in %v after the flood", base>>20, time.Since(settled).Round(100*time.Millisecond))
 	anon, _ := procStatus(pid, "RssAnon")
 	file, _ := procStatus(pid, "RssFile")
 	t.Logf("%d bans in the kernel and the record after %v; RSS %d MB (anonymous %s, file %s)", n, time.Since(start).Round(time.Millisecond), base>>20, anon, file)
@@ -591,7 +600,7 @@ func TestServeBansAPI200k(t *testing.T) {
 	if growth := peak.Load() - base; growth > maxGrowth {
 		t.Errorf("the HTTP load grew the RSS by %d MB, want at most %d MB", growth>>20, maxGrowth>>20)
 	}
-	if rss := max(peak.Load(), base); rss > maxRSS {
+	if rss := max(peak.Load(), base); rss >= maxRSS {
 		t.Errorf("RSS reached %d MB with %d bans and %d clients that never read, want under %d MB", rss>>20, n, stuck, maxRSS>>20)
 	}
 }

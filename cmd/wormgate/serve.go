@@ -627,7 +627,7 @@ func applyMemoryLimit(c ProcessConfig, log *slog.Logger) {
 // flood. It looks every few seconds, at the cost of reading two runtime
 // metrics; a return costs a garbage collection.
 func (a *app) returnMemory(ctx context.Context) error {
-	const every, slack = 3 * time.Second, 32 << 20
+	const every, slack = time.Second, 32 << 20
 	samples := []metrics.Sample{{Name: "/memory/classes/heap/free:bytes"}}
 	t := time.NewTicker(every)
 	defer t.Stop()
