@@ -14,23 +14,20 @@ goroot=$(go env GOROOT)
 
 # licence_of FILE: Debian's short name of the licence FILE holds.
 licence_of() {
-	local f=$1 mit=0 apache=0
-	grep -q 'Permission is hereby granted, free of charge' "$f" && mit=1
-	grep -q 'Apache License' "$f" && apache=1
-	if ((mit && apache)); then
-		echo "Expat and Apache-2.0"
-	elif ((mit)); then
-		echo Expat
-	elif ((apache)); then
-		echo Apache-2.0
-	elif grep -qiE 'Mozilla Public License,? version 2\.0' "$f"; then
-		echo MPL-2.0
-	elif grep -q 'Redistribution and use in source and binary forms' "$f"; then
-		if grep -q 'Neither the name' "$f"; then echo BSD-3-clause; else echo BSD-2-clause; fi
-	else
+	local f=$1 names=()
+	if grep -q 'Redistribution and use in source and binary forms' "$f"; then
+		if grep -q 'Neither the name' "$f"; then names+=(BSD-3-clause); else names+=(BSD-2-clause); fi
+	fi
+	grep -q 'Permission is hereby granted, free of charge' "$f" && names+=(Expat)
+	grep -q 'Apache License' "$f" && names+=(Apache-2.0)
+	grep -qiE 'Mozilla Public License,? version 2\.0' "$f" && names+=(MPL-2.0)
+	if ((${#names[@]} == 0)); then
 		echo "gen-copyright.sh: no known licence in $f" >&2
 		return 1
 	fi
+	local IFS=' '
+	local out=${names[*]}
+	echo "${out// / and }"
 }
 
 # holders: the copyright statements among the lines on standard input,
@@ -61,6 +58,14 @@ paragraph() {
 	echo "License: $name"
 	case $name in
 	Apache-2.0 | MPL-2.0) ;; # the stand-alone paragraphs point to common-licenses
+	*Apache-2.0*)
+		# A licence file that holds the Apache-2.0 terms besides others
+		# (klauspost/compress): the others in full, the Apache terms by
+		# reference, as Debian wants them.
+		awk '/TERMS AND CONDITIONS FOR USE, REPRODUCTION, AND DISTRIBUTION/ { skip = 1; print "   [The terms of the Apache License, Version 2.0: /usr/share/common-licenses/Apache-2.0]" }
+			!skip { print }
+			/END OF TERMS AND CONDITIONS/ { skip = 0 }' "$lic" | indent
+		;;
 	*) indent <"$lic" ;;
 	esac
 	if [[ -f $dir/NOTICE ]]; then
