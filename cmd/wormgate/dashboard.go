@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/wormgate/wormgate/enforcer"
+	"github.com/wormgate/wormgate/enforcer/fleet"
 	"github.com/wormgate/wormgate/receiver"
 )
 
@@ -194,6 +195,8 @@ type dashReply struct {
 	SilentAfterSeconds float64      `json:"silent_after_seconds"`
 	Senders            []dashSender `json:"senders"`
 	Kernel             dashKernel   `json:"kernel"`
+	// Fleet is the fleet member's state; Enabled false standalone.
+	Fleet fleet.Status `json:"fleet"`
 }
 
 type dashFirewall struct {
@@ -281,6 +284,9 @@ func (d *dashboard) reply(now time.Time) dashReply {
 		Kernel:     dashKernel{StepSeconds: sampleEvery.Seconds(), Points: []dashKPoint{}},
 	}
 	rep.SilentAfterSeconds = cfg.HTTP.Dashboard.SilentAfter.Seconds()
+	if d.st.fleet != nil {
+		rep.Fleet = d.st.fleet()
+	}
 	rep.Rules = make([]string, 0, len(cfg.Matcher.Rules))
 	for _, r := range cfg.Matcher.Rules {
 		rep.Rules = append(rep.Rules, r.Name)

@@ -370,6 +370,19 @@ func TestServeFleet(t *testing.T) {
 		if i := slices.IndexFunc(bans, func(b banReply) bool { return b.Addr == addrs[0] }); i < 0 || bans[i].Origin != "gw1" {
 			t.Errorf("gw3's bans do not show %s from gw1", addrs[0])
 		}
+		// The dashboard's data: the fleet live with both peers.
+		resp, err := lab.ds[2].client.Get("http://127.0.0.1:9514/api/v1/dashboard")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var dash struct {
+			Fleet fleet.Status `json:"fleet"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&dash)
+		resp.Body.Close()
+		if err != nil || !dash.Fleet.Enabled || !dash.Fleet.Live || !slices.Equal(dash.Fleet.Peers, []string{"gw1", "gw2"}) {
+			t.Errorf("gw3's dashboard fleet = %+v, %v; want live with peers gw1 and gw2", dash.Fleet, err)
+		}
 	})
 
 	t.Run("2 unban at gw3 is gone everywhere within 1 s and after restarts", func(t *testing.T) {

@@ -133,6 +133,7 @@ function renderDashboard(d) {
     $("h-reload-sub").textContent = ago(rl.time, Date.parse(d.now)) + " by " + rl.by + (rl.error ? ": " + rl.error : "");
     $("h-reload-sub").title = rl.error || "";
   }
+  renderFleet(d.fleet);
   $("updated").textContent = "updated " + new Date(d.now).toLocaleTimeString("en-GB");
   renderSenders(d);
   renderKernel(d);
@@ -141,6 +142,23 @@ function renderDashboard(d) {
     state.writes = d.writes;
     renderTokenUI();
   }
+}
+
+// renderFleet shows the fleet member's state: connected and caught up,
+// the other gateways seen, decisions waiting for NATS, the lag.
+function renderFleet(f) {
+  const card = $("fleet-card");
+  card.hidden = !f || !f.enabled;
+  if (card.hidden) return;
+  const hf = $("h-fleet");
+  hf.textContent = f.live ? "live" : f.connected ? "catching up" : "cut off";
+  hf.className = "value " + (f.live ? "ok" : "bad");
+  const peers = f.peers || [];
+  $("h-fleet-sub").textContent = f.name + " · " + peers.length + " peer" + (peers.length === 1 ? "" : "s") +
+    (peers.length ? " (" + peers.join(", ") + ")" : "") + " · " + fmtNum(f.queued) + " queued · lag " + fmtNum(f.lag_seconds) + " s";
+  $("h-fleet-sub").title = f.last_error || "";
+  card.dataset.peers = peers.join(",");
+  card.dataset.live = String(!!f.live);
 }
 
 function renderSenders(d) {
@@ -327,14 +345,14 @@ function renderBans() {
   tb.replaceChildren();
   for (const b of bans) {
     const target = b.net || b.addr;
-    const tr = el("tr", { "data-addr": target, "data-rule": b.rule, "data-hosts": (b.hosts || []).join(","), onclick: () => openWhy(b.addr) },
+    const tr = el("tr", { "data-addr": target, "data-rule": b.rule, "data-hosts": (b.hosts || []).join(","), "data-origin": b.origin || "", onclick: () => openWhy(b.addr) },
       el("td", {}, target),
       el("td", {}, b.rule),
       el("td", { class: "num" }, b.hits),
       el("td", {}, (b.hosts || []).join(", ") || "–"),
       el("td", { title: fmtTime(b.start) }, ago(b.start)),
       el("td", { title: "until " + fmtTime(b.until) }, fmtDur(b.remaining_seconds)),
-      el("td", {}, b.manual ? "manual" : "auto"),
+      el("td", { title: b.origin ? "decided by gateway " + b.origin + ", shared by the fleet" : "" }, (b.manual ? "manual" : "auto") + (b.origin ? " · from " + b.origin : "")),
       el("td", { class: "reason" }, b.reason || ""));
     const act = el("td", { class: "w" });
     if (state.token) {
