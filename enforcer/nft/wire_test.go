@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -303,30 +304,40 @@ func describeExpr(xd *netlink.AttributeDecoder) string {
 	return name + detail
 }
 
-func TestWireSetup(t *testing.T) {
-	rule := func(set string) string {
-		return "NEWRULE prerouting meta cmp payload lookup(@" + set + ") meta cmp payload lookup(@ports) counter immediate(drop)"
-	}
-	want := [][]string{{
+// wireSets is how every setup and restore batch begins: the table and
+// its sets; setupHead goes on with what Setup adds before the chains: the
+// canaries, the ports and the guard chain emptied.
+var (
+	wireSets = []string{
 		"NEWTABLE wormgate",
 		"NEWSET blocked4 type ipv4_addr flags timeout",
 		"NEWSET blocked6 type ipv6_addr flags timeout",
 		"NEWSET blocked4_net type ipv4_addr flags interval flags timeout",
 		"NEWSET blocked6_net type ipv6_addr flags interval flags timeout",
 		"NEWSET ports type inet_service",
+	}
+	setupHead = slices.Concat(wireSets, []string{
 		"NEWSETELEM blocked4 255.255.255.255",
 		"NEWSETELEM blocked6 ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
 		"DELSETELEM ports (all)",
 		"NEWSETELEM ports 25, 465, 587",
 		"NEWCHAIN syslog_guard",
 		"DELRULE syslog_guard",
+	})
+)
+
+func TestWireSetup(t *testing.T) {
+	rule := func(set string) string {
+		return "NEWRULE prerouting meta cmp payload lookup(@" + set + ") meta cmp payload lookup(@ports) counter immediate(drop)"
+	}
+	want := [][]string{slices.Concat(setupHead, []string{
 		fmt.Sprintf("NEWCHAIN prerouting hook %d priority -300 policy 1 type filter", unix.NF_INET_PRE_ROUTING),
 		"DELRULE prerouting",
 		rule("blocked4"),
 		rule("blocked6"),
 		rule("blocked4_net"),
 		rule("blocked6_net"),
-	}}
+	})}
 	f, fk := openFake(t, enforcer.NFTablesConfig{})
 	if err := f.Setup(t.Context()); err != nil {
 		t.Fatalf("Setup: %v", err)
@@ -345,19 +356,7 @@ func TestWireSetupGuard(t *testing.T) {
 		return "NEWRULE prerouting meta cmp payload lookup(@" + set + ") meta cmp payload lookup(@ports) counter immediate(drop)"
 	}
 	const jump = "NEWRULE prerouting meta cmp payload cmp fib cmp immediate"
-	want := [][]string{{
-		"NEWTABLE wormgate",
-		"NEWSET blocked4 type ipv4_addr flags timeout",
-		"NEWSET blocked6 type ipv6_addr flags timeout",
-		"NEWSET blocked4_net type ipv4_addr flags interval flags timeout",
-		"NEWSET blocked6_net type ipv6_addr flags interval flags timeout",
-		"NEWSET ports type inet_service",
-		"NEWSETELEM blocked4 255.255.255.255",
-		"NEWSETELEM blocked6 ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
-		"DELSETELEM ports (all)",
-		"NEWSETELEM ports 25, 465, 587",
-		"NEWCHAIN syslog_guard",
-		"DELRULE syslog_guard",
+	want := [][]string{slices.Concat(setupHead, []string{
 		"NEWRULE syslog_guard fib cmp counter immediate(drop)",
 		"NEWRULE syslog_guard meta cmp payload bitwise cmp immediate",
 		"NEWRULE syslog_guard meta cmp payload bitwise cmp immediate",
@@ -369,7 +368,7 @@ func TestWireSetupGuard(t *testing.T) {
 		ban("blocked6"),
 		ban("blocked4_net"),
 		ban("blocked6_net"),
-	}}
+	})}
 	g := Guard{UDPPorts: []uint16{514}, TCPPorts: []uint16{514, 6514},
 		Senders: []netip.Prefix{netip.MustParsePrefix("192.0.2.25/32"), netip.MustParsePrefix("2001:db8:25::/64")}}
 	f, fk := openFake(t, enforcer.NFTablesConfig{}, WithSyslogGuard(g))
@@ -527,13 +526,7 @@ func TestWireRestore(t *testing.T) {
 		enforcer.Element{Net: netip.MustParsePrefix("2001:db8:1::/48"), Timeout: time.Minute},
 		enforcer.Element{Addr: canary4, Timeout: time.Hour}, // dropped: the canary's place
 	)
-	want := [][]string{{
-		"NEWTABLE wormgate",
-		"NEWSET blocked4 type ipv4_addr flags timeout",
-		"NEWSET blocked6 type ipv6_addr flags timeout",
-		"NEWSET blocked4_net type ipv4_addr flags interval flags timeout",
-		"NEWSET blocked6_net type ipv6_addr flags interval flags timeout",
-		"NEWSET ports type inet_service",
+	want := [][]string{slices.Concat(wireSets, []string{
 		"DELSETELEM blocked4 (all)",
 		"DELSETELEM blocked6 (all)",
 		"DELSETELEM blocked4_net (all)",
@@ -555,7 +548,7 @@ func TestWireRestore(t *testing.T) {
 		"NEWRULE prerouting meta cmp payload lookup(@blocked6) meta cmp payload lookup(@ports) counter immediate(drop)",
 		"NEWRULE prerouting meta cmp payload lookup(@blocked4_net) meta cmp payload lookup(@ports) counter immediate(drop)",
 		"NEWRULE prerouting meta cmp payload lookup(@blocked6_net) meta cmp payload lookup(@ports) counter immediate(drop)",
-	}}
+	})}
 	f, fk := openFake(t, enforcer.NFTablesConfig{Ports: []uint16{25}})
 	if err := f.Restore(t.Context(), elems); err != nil {
 		t.Fatalf("Restore: %v", err)
