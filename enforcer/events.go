@@ -21,27 +21,36 @@ const maxEventText = matcher.MaxOffenseText
 //
 // The events sit in one ring in the order they came, so the oldest is
 // always at the head (the total and age bounds drop from there); each
-// links to the previous event of its address, and newest points at the
-// last one, so an address's events are a short walk. A ring of values
-// costs about half of a slice per address plus a queue of keys.
+// links to the previous and next event of its address, and addrs knows
+// an address's newest, oldest and count, so that keeping an event costs
+// the same however many its address has, and reading them is a short
+// walk. A ring of values costs about half of a slice per address plus a
+// queue of keys.
 type eventLog struct {
 	cfg  EventsConfig
 	seq  uint64
 	ring []eventSlot
 	// head is the oldest slot, n the slots in use (live or dropped).
 	head, n int
-	newest  map[netip.Addr]int32
+	addrs   map[netip.Addr]addrEvents
 }
 
 type eventSlot struct {
 	ev policy.Event
-	// prev is the slot of the address's previous event, or -1.
-	prev int32
-	live bool
+	// prev and next are the slots of the address's previous and next
+	// events, or -1.
+	prev, next int32
+	live       bool
+}
+
+// addrEvents are an address's live events: the slots of the newest and
+// the oldest, and how many.
+type addrEvents struct {
+	newest, oldest, count int32
 }
 
 func newEventLog(cfg EventsConfig) *eventLog {
-	return &eventLog{cfg: cfg, newest: make(map[netip.Addr]int32)}
+	return &eventLog{cfg: cfg, addrs: make(map[netip.Addr]addrEvents)}
 }
 
 // restore puts recorded events back, oldest first.
@@ -81,46 +90,53 @@ func (l *eventLog) keep(ev policy.Event, now time.Time) (dropped []policy.EventK
 			dropped = append(dropped, k)
 		}
 	}
-	// The address's own bound: drop its oldest while it has too many.
-	prev, ok := l.newest[ev.Addr]
-	if !ok {
-		prev = -1
+	// The address's own bound: drop its oldest when it has too many.
+	st, ok := l.addrs[ev.Addr]
+	if ok && int(st.count) >= l.cfg.PerAddress {
+		dropped = append(dropped, l.ring[st.oldest].ev.Key())
+		l.ring[st.oldest].live = false
+		st = l.unlinkOldest(st)
 	}
-	if count, oldest, before := l.chain(prev); count >= l.cfg.PerAddress {
-		dropped = append(dropped, l.ring[oldest].ev.Key())
-		l.ring[oldest].live = false
-		if before >= 0 {
-			l.ring[before].prev = -1
-		} else {
-			prev = -1
-		}
-	}
-	i := (l.head + l.n) % total
-	if i >= len(l.ring) {
-		l.ring = l.ring[:i+1]
-	}
-	l.ring[i] = eventSlot{ev: ev, prev: prev, live: true}
-	l.n++
-	l.newest[ev.Addr] = int32(i)
+	l.push(ev, st, ok && st.count > 0, total)
 	return dropped
 }
 
-// chain walks an address's events from slot i back: how many, the
-// oldest, and the one after the oldest (-1 when the oldest is i).
-func (l *eventLog) chain(i int32) (count int, oldest, before int32) {
-	oldest, before = -1, -1
-	for ; i >= 0; i = l.ring[i].prev {
-		count++
-		before, oldest = oldest, i
+// push puts ev in the next free slot, after st, its address's events
+// (any when has is set).
+func (l *eventLog) push(ev policy.Event, st addrEvents, has bool, total int) {
+	i := int32((l.head + l.n) % total)
+	if int(i) >= len(l.ring) {
+		l.ring = l.ring[:i+1]
 	}
-	return count, oldest, before
+	prev := int32(-1)
+	if has {
+		prev = st.newest
+		l.ring[prev].next = i
+	} else {
+		st = addrEvents{oldest: i}
+	}
+	l.ring[i] = eventSlot{ev: ev, prev: prev, next: -1, live: true}
+	l.n++
+	st.newest = i
+	st.count++
+	l.addrs[ev.Addr] = st
+}
+
+// unlinkOldest takes the oldest event off st, its address's events.
+func (l *eventLog) unlinkOldest(st addrEvents) addrEvents {
+	next := l.ring[st.oldest].next
+	st.count--
+	if next >= 0 {
+		l.ring[next].prev = -1
+	}
+	st.oldest = next
+	return st
 }
 
 // dropHead frees the oldest slot; a live event there is the oldest of
-// its address, so its address's chain ends before it.
+// its address.
 func (l *eventLog) dropHead() (policy.EventKey, bool) {
 	s := &l.ring[l.head]
-	i := int32(l.head)
 	l.head = (l.head + 1) % cap(l.ring)
 	l.n--
 	if !s.live {
@@ -128,15 +144,10 @@ func (l *eventLog) dropHead() (policy.EventKey, bool) {
 	}
 	s.live = false
 	a := s.ev.Addr
-	if l.newest[a] == i {
-		delete(l.newest, a)
+	if st := l.unlinkOldest(l.addrs[a]); st.count > 0 {
+		l.addrs[a] = st
 	} else {
-		for j := l.newest[a]; j >= 0; j = l.ring[j].prev {
-			if l.ring[j].prev == i {
-				l.ring[j].prev = -1
-				break
-			}
-		}
+		delete(l.addrs, a)
 	}
 	k := s.ev.Key()
 	s.ev = policy.Event{} // let its strings go
@@ -160,16 +171,10 @@ func (l *eventLog) resize(total int, dropped *[]policy.EventKey) {
 		live = live[over:]
 	}
 	l.ring, l.head, l.n = make([]eventSlot, 0, total), 0, 0
-	clear(l.newest)
+	clear(l.addrs)
 	for _, ev := range live {
-		i := l.n
-		prev, ok := l.newest[ev.Addr]
-		if !ok {
-			prev = -1
-		}
-		l.ring = append(l.ring, eventSlot{ev: ev, prev: prev, live: true})
-		l.n++
-		l.newest[ev.Addr] = int32(i)
+		st, ok := l.addrs[ev.Addr]
+		l.push(ev, st, ok, total)
 	}
 }
 
@@ -184,8 +189,8 @@ func (l *eventLog) of(addr netip.Addr) []policy.Event {
 }
 
 func (l *eventLog) newestOf(addr netip.Addr) int32 {
-	if i, ok := l.newest[addr.Unmap()]; ok {
-		return i
+	if st, ok := l.addrs[addr.Unmap()]; ok {
+		return st.newest
 	}
 	return -1
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/wormgate/wormgate/enforcer/policy"
 )
 
@@ -69,5 +70,44 @@ func TestEventLogModel(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestEventLogResize: a reload that changes Total keeps the newest events,
+// each address's still linked in order, and reports the others dropped.
+func TestEventLogResize(t *testing.T) {
+	l := newEventLog(EventsConfig{PerAddress: 8, Total: 10, MaxAge: time.Hour})
+	addr := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{192, 0, 2, byte(i % 3)}) }
+	for i := range 9 {
+		if d := l.add(policy.Event{Time: t0, Addr: addr(i)}, t0); len(d) != 0 {
+			t.Fatalf("event %d dropped %v, with room for 10", i+1, d)
+		}
+	}
+	l.cfg.Total = 4
+	var dropped []uint64
+	for _, k := range l.add(policy.Event{Time: t0, Addr: addr(9)}, t0) {
+		dropped = append(dropped, k.Seq)
+	}
+	if diff := cmp.Diff([]uint64{1, 2, 3, 4, 5, 6}, dropped); diff != "" {
+		t.Errorf("dropped (-want +got):\n%s", diff)
+	}
+	got := map[netip.Addr][]uint64{}
+	for i := range 3 {
+		for _, ev := range l.of(addr(i)) {
+			got[addr(i)] = append(got[addr(i)], ev.Seq)
+		}
+	}
+	want := map[netip.Addr][]uint64{addr(0): {7, 10}, addr(1): {8}, addr(2): {9}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("events by address (-want +got):\n%s", diff)
+	}
+	// The ring goes on from there.
+	for _, k := range l.add(policy.Event{Time: t0, Addr: addr(1)}, t0) {
+		if k.Seq != 7 {
+			t.Errorf("dropped %d, want 7 (the oldest)", k.Seq)
+		}
+	}
+	if got := len(l.of(addr(1))); got != 2 {
+		t.Errorf("%v has %d events, want 2", addr(1), got)
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wormgate/wormgate/receiver/syslog"
 	"github.com/wormgate/wormgate/receiver/syslog/syslogtest"
 )
 
@@ -99,7 +98,7 @@ func BenchmarkTCPStream(b *testing.B) {
 
 func benchStream(b *testing.B, format string, conns int) {
 	stream, ends := wireStream(b, format, 29*100)
-	out := make(chan syslog.Message, 8192)
+	out := newInbox(8192)
 	h := start(b, out, func(c *Config) { c.UDPListen = nil })
 	cs := make([]net.Conn, conns)
 	for i := range cs {
@@ -122,12 +121,14 @@ func benchStream(b *testing.B, format string, conns int) {
 		go func() { errs <- writeFrames(c, stream, ends, n) }()
 	}
 	stall := time.NewTimer(5 * time.Second)
-	for i := range b.N {
-		if i%4096 == 0 {
-			stall.Reset(5 * time.Second)
-		}
+	for i := 0; i < b.N; {
 		select {
-		case <-out:
+		case batch := <-out.ch:
+			if i/4096 != (i+len(batch))/4096 {
+				stall.Reset(5 * time.Second)
+			}
+			i += len(batch)
+			Release(batch) // as serve does
 		case <-stall.C:
 			b.Fatalf("receiver stalled after %d of %d messages", i, b.N)
 		}

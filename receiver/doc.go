@@ -10,15 +10,19 @@
 // fast enough for `wormgate check` to replay more than a million lines per
 // second.
 //
+// Messages leave in batches, a read's worth of one connection or the
+// datagrams that waited for a full output (see Receiver): one channel
+// operation per message made four senders contend for the channel more
+// than they parsed. A consumer gives batches back with Release.
+//
 // A stream connection holds its slot only while it brings messages: see
 // streamReader for the idle and slowloris bounds, and for why nothing
 // there reads the clock per message.
 //
 // Metrics (all labelled by transport "udp", "tcp" or "tls"):
 //
-//	wormgate_syslog_messages_total{transport}        parsed messages forwarded (a stream
-//	                                                 adds its count before it waits for input
-//	                                                 or for the matcher, not per message)
+//	wormgate_syslog_messages_total{transport}        parsed messages handed on (counted a
+//	                                                 batch at a time, when the batch is)
 //	wormgate_syslog_dropped_total{transport,reason}  reason: sender_denied, parse_error,
 //	                                                 oversize, framing_error, queue_full, conn_limit,
 //	                                                 sender_conn_limit, handshake_limit

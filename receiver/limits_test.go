@@ -5,8 +5,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/wormgate/wormgate/receiver/syslog"
 )
 
 // dialFrom connects from the loopback address src (Linux answers for all
@@ -27,7 +25,7 @@ func dialFrom(t *testing.T, src string, a net.Addr) (net.Conn, error) {
 // connects and delivers, over TCP and TLS. With TestSlowlorisClosed, this
 // is issue 10's acceptance 8.
 func TestSenderCannotTakeEverySlot(t *testing.T) {
-	out := make(chan syslog.Message, 4)
+	out := newInbox(4)
 	h, pool := startTLS(t, out, nil)
 	const flood = 1100
 	per := DefaultConfig().MaxConnectionsPerSender
@@ -69,7 +67,7 @@ func TestSenderCannotTakeEverySlot(t *testing.T) {
 // of its first byte and counted as slow, over TCP and TLS; a normal
 // sender on a second connection keeps delivering throughout.
 func TestSlowlorisClosed(t *testing.T) {
-	out := make(chan syslog.Message, 64)
+	out := newInbox(64)
 	h, pool := startTLS(t, out, func(c *Config) { c.MessageTimeout, c.IdleTimeout = time.Second, time.Minute })
 	const bound = time.Second
 	for _, tc := range []struct {
@@ -132,7 +130,7 @@ func TestSlowlorisClosed(t *testing.T) {
 // lines) do not keep a connection open past idle_timeout, while one
 // complete message per 300 ms does, with idle_timeout 1 s.
 func TestIdleWithoutMessagesClosed(t *testing.T) {
-	out := make(chan syslog.Message, 64)
+	out := newInbox(64)
 	h := start(t, out, func(c *Config) { c.IdleTimeout = time.Second })
 	addr := h.r.TCPAddrs()[0]
 	blank, busy := dial(t, "tcp", addr), dial(t, "tcp", addr)
@@ -164,7 +162,7 @@ func TestIdleWithoutMessagesClosed(t *testing.T) {
 // count against the sender, however much longer than idle_timeout and
 // message_timeout it is.
 func TestBackpressureIsNotIdleness(t *testing.T) {
-	out := make(chan syslog.Message) // nobody reads until the stall ends
+	out := newInbox(0) // nobody reads until the stall ends
 	h := start(t, out, func(c *Config) { c.IdleTimeout, c.MessageTimeout = time.Second, time.Second })
 	c := dial(t, "tcp", h.r.TCPAddrs()[0])
 	const n = 3

@@ -42,7 +42,7 @@ type harness struct {
 	once   sync.Once
 }
 
-func start(t testing.TB, out chan syslog.Message, mod func(*Config), before ...func(*Receiver)) *harness {
+func start(t testing.TB, out *inbox, mod func(*Config), before ...func(*Receiver)) *harness {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.UDPListen = []string{"127.0.0.1:0"}
@@ -51,7 +51,7 @@ func start(t testing.TB, out chan syslog.Message, mod func(*Config), before ...f
 		mod(&cfg)
 	}
 	reg := prometheus.NewRegistry()
-	r, err := New(cfg, out, testLogger(t), reg)
+	r, err := New(cfg, out.ch, testLogger(t), reg)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -160,23 +160,47 @@ func waitDropped(t *testing.T, g prometheus.Gatherer, transport, reason string, 
 	})
 }
 
-func recv(t *testing.T, out <-chan syslog.Message) syslog.Message {
-	t.Helper()
-	select {
-	case m := <-out:
-		return m
-	case <-time.After(5 * time.Second):
-		t.Fatal("no message within 5s")
-		return syslog.Message{}
-	}
+// inbox is a receiver's output as tests read it: one message at a time,
+// whatever the batches were.
+type inbox struct {
+	ch      chan []syslog.Message
+	pending []syslog.Message
 }
 
-func noMessage(t *testing.T, out <-chan syslog.Message) {
+// newInbox makes an output of capacity batches; 0 is unbuffered, so that
+// every batch waits for the test to read it.
+func newInbox(capacity int) *inbox {
+	return &inbox{ch: make(chan []syslog.Message, capacity)}
+}
+
+// next returns the next message, waiting at most d.
+func (in *inbox) next(d time.Duration) (syslog.Message, bool) {
+	if len(in.pending) == 0 {
+		select {
+		case b := <-in.ch:
+			in.pending = b
+		case <-time.After(d):
+			return syslog.Message{}, false
+		}
+	}
+	m := in.pending[0]
+	in.pending = in.pending[1:]
+	return m, true
+}
+
+func recv(t *testing.T, in *inbox) syslog.Message {
 	t.Helper()
-	select {
-	case m := <-out:
+	m, ok := in.next(5 * time.Second)
+	if !ok {
+		t.Fatal("no message within 5s")
+	}
+	return m
+}
+
+func noMessage(t *testing.T, in *inbox) {
+	t.Helper()
+	if m, ok := in.next(100 * time.Millisecond); ok {
 		t.Fatalf("unexpected message %+v", m)
-	case <-time.After(100 * time.Millisecond):
 	}
 }
 
@@ -237,7 +261,7 @@ func check(t *testing.T, want, got syslog.Message) {
 }
 
 func TestReceiveUDPAndTCP(t *testing.T) {
-	out := make(chan syslog.Message, 16)
+	out := newInbox(16)
 	h := start(t, out, nil)
 
 	u := dial(t, "udp", h.r.UDPAddrs()[0])
@@ -286,7 +310,7 @@ func TestReceiveIPv6Loopback(t *testing.T) {
 	} else {
 		_ = l.Close()
 	}
-	out := make(chan syslog.Message, 4)
+	out := newInbox(4)
 	h := start(t, out, func(c *Config) {
 		c.UDPListen = []string{"[::1]:0"}
 		c.TCPListen = []string{"[::1]:0"}
@@ -304,7 +328,7 @@ func TestPeerUnmapped(t *testing.T) {
 	if want := netip.MustParseAddr("10.1.2.3"); got != want {
 		t.Fatalf("addrOf(%v) = %v, want %v", mapped, got, want)
 	}
-	r, err := New(DefaultConfig(), make(chan syslog.Message), nil, nil)
+	r, err := New(DefaultConfig(), newInbox(0).ch, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -327,7 +351,7 @@ func TestPeerUnmapped(t *testing.T) {
 // connection and checks that it is counted under the right reason and that
 // the next good message on a new connection still arrives.
 func TestBadInput(t *testing.T) {
-	out := make(chan syslog.Message, 16)
+	out := newInbox(16)
 	h := start(t, out, nil)
 	tcpAddr, udpAddr := h.r.TCPAddrs()[0], h.r.UDPAddrs()[0]
 	tests := []struct {
@@ -386,7 +410,7 @@ func TestBadInput(t *testing.T) {
 }
 
 func TestOversizeLineKeepsConnection(t *testing.T) {
-	out := make(chan syslog.Message, 4)
+	out := newInbox(4)
 	h := start(t, out, nil)
 	c := dial(t, "tcp", h.r.TCPAddrs()[0])
 	send(t, c, "<13>"+strings.Repeat("A", 100<<10)+"\n"+wire3164+"\n")
@@ -397,7 +421,7 @@ func TestOversizeLineKeepsConnection(t *testing.T) {
 }
 
 func TestUDPOversize(t *testing.T) {
-	out := make(chan syslog.Message, 4)
+	out := newInbox(4)
 	h := start(t, out, func(c *Config) { c.MaxMessageSize = 1024 })
 	u := dial(t, "udp", h.r.UDPAddrs()[0])
 	send(t, u, "<13>Nov 26 18:19:13 vm p: "+strings.Repeat("x", 2000))
@@ -407,7 +431,7 @@ func TestUDPOversize(t *testing.T) {
 }
 
 func TestSenderDenied(t *testing.T) {
-	out := make(chan syslog.Message, 4)
+	out := newInbox(4)
 	h := start(t, out, func(c *Config) {
 		c.AllowedSenders = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}
 	})
@@ -430,21 +454,38 @@ func TestSenderDenied(t *testing.T) {
 	}
 }
 
+// TestUDPQueueFull: UDP cannot push back. While the output is full, up
+// to MaxBatch messages wait for it and go out, in order, as soon as it has
+// room, without a further datagram; what comes past that is dropped and
+// counted.
 func TestUDPQueueFull(t *testing.T) {
-	out := make(chan syslog.Message, 1) // nobody reads it
+	out := newInbox(1) // nobody reads it until the end
 	h := start(t, out, nil)
 	u := dial(t, "udp", h.r.UDPAddrs()[0])
-	for range 3 {
-		send(t, u, wire3164)
+	const n = 1 + MaxBatch + 2
+	for i := range n {
+		send(t, u, fmt.Sprintf("<13>Oct 11 22:14:15 mymachine su: line %d", i))
 	}
 	waitDropped(t, h.reg, TransportUDP, ReasonQueueFull, 2)
 	if got := metric(t, h.reg, MetricMessages, "transport", TransportUDP); got != 1 {
-		t.Errorf("messages{udp} = %v, want 1", got)
+		t.Errorf("messages{udp} = %v, want 1 while the output is full", got)
+	}
+	for i := range 1 + MaxBatch {
+		if m := recv(t, out); m.Text != fmt.Sprintf("line %d", i) {
+			t.Fatalf("message %d: %q, want line %d", i, m.Text, i)
+		}
+	}
+	noMessage(t, out)
+	if got := metric(t, h.reg, MetricMessages, "transport", TransportUDP); got != 1+MaxBatch {
+		t.Errorf("messages{udp} = %v, want %d", got, 1+MaxBatch)
+	}
+	if got := dropped(t, h.reg, TransportUDP, ReasonQueueFull); got != 2 {
+		t.Errorf("dropped{udp,queue_full} = %v, want 2", got)
 	}
 }
 
 func TestTCPBackpressure(t *testing.T) {
-	out := make(chan syslog.Message) // unbuffered: every send waits for the reader
+	out := newInbox(0) // unbuffered: every send waits for the reader
 	h := start(t, out, nil)
 	c := dial(t, "tcp", h.r.TCPAddrs()[0])
 	for range 3 {
@@ -460,7 +501,7 @@ func TestTCPBackpressure(t *testing.T) {
 }
 
 func TestConnLimit(t *testing.T) {
-	out := make(chan syslog.Message, 4)
+	out := newInbox(4)
 	h := start(t, out, func(c *Config) { c.MaxConnections = 1 })
 	addr := h.r.TCPAddrs()[0]
 	a := dial(t, "tcp", addr)
@@ -480,7 +521,7 @@ func TestConnLimit(t *testing.T) {
 }
 
 func TestIdleTimeout(t *testing.T) {
-	out := make(chan syslog.Message, 4)
+	out := newInbox(4)
 	h := start(t, out, func(c *Config) { c.IdleTimeout = time.Second })
 	c := dial(t, "tcp", h.r.TCPAddrs()[0])
 	begin := time.Now()
@@ -496,7 +537,7 @@ func TestIdleTimeout(t *testing.T) {
 }
 
 func TestPanicInParserIsContained(t *testing.T) {
-	out := make(chan syslog.Message, 4)
+	out := newInbox(4)
 	h := start(t, out, nil, func(r *Receiver) {
 		r.parse = func(b []byte, ref time.Time, loc *time.Location) (syslog.Message, error) {
 			if strings.Contains(string(b), "BOOM") {
@@ -521,7 +562,7 @@ func TestPanicInParserIsContained(t *testing.T) {
 // harness checks) although stream senders are idle, mid-frame, blocked on
 // the output channel, or stuck before the TLS handshake.
 func TestShutdownWithIdleClients(t *testing.T) {
-	out := make(chan syslog.Message) // never read
+	out := newInbox(0) // never read
 	h, _ := startTLS(t, out, nil)
 	var clients []net.Conn
 	for range 4 {
@@ -546,7 +587,7 @@ func TestShutdownWithIdleClients(t *testing.T) {
 }
 
 func TestTLS(t *testing.T) {
-	out := make(chan syslog.Message, 4)
+	out := newInbox(4)
 	h, pool := startTLS(t, out, nil)
 	addr := h.r.TLSAddrs()[0]
 
@@ -580,7 +621,7 @@ func TestTLS(t *testing.T) {
 
 // startTLS starts a receiver that also listens for TLS, with a
 // certificate for "wormgate.test" from a test CA; pool trusts the CA.
-func startTLS(t *testing.T, out chan syslog.Message, mod func(*Config)) (h *harness, pool *x509.CertPool) {
+func startTLS(t *testing.T, out *inbox, mod func(*Config)) (h *harness, pool *x509.CertPool) {
 	t.Helper()
 	ca := tlstest.NewCA(t, "wormgate test CA")
 	certFile, keyFile := ca.Issue(t, "wormgate.test")
@@ -612,7 +653,7 @@ func TestOpenBusyPort(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.UDPListen = []string{"127.0.0.1:0"}
 	cfg.TCPListen = []string{busy.Addr().String()}
-	r, err := New(cfg, make(chan syslog.Message), nil, nil)
+	r, err := New(cfg, newInbox(0).ch, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -629,7 +670,7 @@ func TestRunWithoutOpenAndTwice(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.UDPListen = []string{"127.0.0.1:0"}
 	cfg.TCPListen = nil
-	r, err := New(cfg, make(chan syslog.Message), nil, nil)
+	r, err := New(cfg, newInbox(0).ch, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -649,20 +690,20 @@ func TestNewErrors(t *testing.T) {
 	}
 	bad := DefaultConfig()
 	bad.MaxConnections = 0
-	if _, err := New(bad, make(chan syslog.Message), nil, nil); !errors.Is(err, configerr.ErrOutOfRange) {
+	if _, err := New(bad, newInbox(0).ch, nil, nil); !errors.Is(err, configerr.ErrOutOfRange) {
 		t.Errorf("New(bad config) = %v, want configerr.ErrOutOfRange", err)
 	}
 	tlsCfg := DefaultConfig()
 	tlsCfg.TLSListen = []string{"127.0.0.1:0"}
 	tlsCfg.TLSCertFile, tlsCfg.TLSKeyFile = "/nonexistent/cert.pem", "/nonexistent/key.pem"
-	if _, err := New(tlsCfg, make(chan syslog.Message), nil, nil); err == nil || !strings.Contains(err.Error(), "tls_cert_file") {
+	if _, err := New(tlsCfg, newInbox(0).ch, nil, nil); err == nil || !strings.Contains(err.Error(), "tls_cert_file") {
 		t.Errorf("New(missing cert) = %v, want an error naming tls_cert_file", err)
 	}
 	reg := prometheus.NewRegistry()
-	if _, err := New(DefaultConfig(), make(chan syslog.Message), nil, reg); err != nil {
+	if _, err := New(DefaultConfig(), newInbox(0).ch, nil, reg); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := New(DefaultConfig(), make(chan syslog.Message), nil, reg); err == nil {
+	if _, err := New(DefaultConfig(), newInbox(0).ch, nil, reg); err == nil {
 		t.Error("second New on one registry succeeded, want a registration error")
 	}
 }
@@ -702,3 +743,53 @@ func ts(s string) time.Time {
 
 // msgOpts lets cmp look into Message.Peer.
 var msgOpts = cmpopts.EquateComparable(netip.Addr{}, netip.Prefix{})
+
+// TestStreamBatches: what a connection brings goes out in batches of at
+// most MaxBatch, in the order sent, each message counted once.
+func TestStreamBatches(t *testing.T) {
+	out := newInbox(1024)
+	h := start(t, out, nil)
+	c := dial(t, "tcp", h.r.TCPAddrs()[0])
+	const n = 5*MaxBatch + 7
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, "<13>Oct 11 22:14:15 mymachine su: line %d\n", i)
+	}
+	send(t, c, b.String()) // one write: few reads
+	var got, batches int
+	for got < n {
+		select {
+		case batch := <-out.ch:
+			if len(batch) == 0 || len(batch) > MaxBatch {
+				t.Fatalf("batch of %d messages, want 1 to %d", len(batch), MaxBatch)
+			}
+			for _, m := range batch {
+				if want := fmt.Sprintf("line %d", got); m.Text != want {
+					t.Fatalf("message %d: %q, want %q", got, m.Text, want)
+				}
+				got++
+			}
+			batches++
+			Release(batch)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%d of %d messages within 5 s", got, n)
+		}
+	}
+	if batches > n/2 {
+		t.Errorf("%d messages came in %d batches: not batched", n, batches)
+	}
+	noMessage(t, out)
+	if got := metric(t, h.reg, MetricMessages, "transport", TransportTCP); got != n {
+		t.Errorf("messages{tcp} = %v, want %d", got, n)
+	}
+}
+
+// TestReleaseClears: a released batch keeps no message alive in the pool.
+func TestReleaseClears(t *testing.T) {
+	b := append(newBatch(), syslog.Message{Text: "a long line", Host: "mx1"})
+	Release(b)
+	if a := (*[MaxBatch]syslog.Message)(b[:MaxBatch]); a[0] != (syslog.Message{}) {
+		t.Errorf("released batch still holds %+v", a[0])
+	}
+	Release(make([]syslog.Message, 3)) // not one of ours: ignored, no panic
+}

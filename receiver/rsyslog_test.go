@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wormgate/wormgate/receiver/syslog"
 	"github.com/wormgate/wormgate/receiver/syslog/syslogtest"
 	"github.com/wormgate/wormgate/receiver/tlstest"
 )
@@ -25,7 +24,7 @@ func TestRsyslogReconnectsAfterIdleClose(t *testing.T) {
 	for _, transport := range []string{TransportTCP, TransportTLS} {
 		t.Run(transport, func(t *testing.T) {
 			dir := t.TempDir()
-			out := make(chan syslog.Message, 64)
+			out := newInbox(64)
 			snippet, target := "../deploy/rsyslog-forward.conf", `target="wormgate.example.net" port="514"`
 			edits := map[string]string{}
 			mod := func(c *Config) { c.IdleTimeout = time.Second }
@@ -71,11 +70,9 @@ func TestRsyslogReconnectsAfterIdleClose(t *testing.T) {
 			deadline := time.Now().Add(10 * time.Second)
 			for got := false; !got; {
 				put(line(0))
-				select {
-				case m := <-out:
-					got = m.Text == "line 0"
-				case <-time.After(200 * time.Millisecond):
-				}
+				m, ok := out.next(200 * time.Millisecond)
+				got = ok && m.Text == "line 0"
+
 				if time.Now().After(deadline) {
 					t.Fatal("rsyslogd forwarded nothing within 10 s")
 				}
@@ -143,10 +140,11 @@ include(file=%q)
 }
 
 // drain empties out of what is queued.
-func drain(out <-chan syslog.Message) {
+func drain(out *inbox) {
+	out.pending = nil
 	for {
 		select {
-		case <-out:
+		case <-out.ch:
 		default:
 			return
 		}

@@ -41,24 +41,31 @@ type streamReader struct {
 	// connection off.
 	timedOut string
 
+	// ctx ends the waits for out, where batches go.
+	ctx context.Context
+	out chan<- []syslog.Message
+	// batch holds the messages parsed since the last read: they go out
+	// together before the next read (which may block), or when MaxBatch
+	// are waiting.
+	batch []syslog.Message
+	// messages counts the messages handed on, a batch at a time.
 	messages prometheus.Counter
-	// pending counts the messages forwarded and not yet added to
-	// messages: the shared counter is updated before the goroutine
-	// blocks, not per message.
-	pending int
 }
 
-func newStreamReader(conn net.Conn, cfg Config, messages prometheus.Counter) *streamReader {
+func newStreamReader(ctx context.Context, conn net.Conn, cfg Config, out chan<- []syslog.Message, messages prometheus.Counter) *streamReader {
 	now := time.Now()
-	s := &streamReader{conn: conn, idle: cfg.IdleTimeout, message: cfg.MessageTimeout, readAt: now, lastMsg: now, messages: messages}
+	s := &streamReader{ctx: ctx, conn: conn, out: out, idle: cfg.IdleTimeout, message: cfg.MessageTimeout,
+		readAt: now, lastMsg: now, messages: messages}
 	s.fr = newFrameReader(s, cfg.MaxMessageSize)
 	return s
 }
 
 // Read reads from the connection, at most until the bound that applies.
 func (s *streamReader) Read(p []byte) (int, error) {
-	// A read may block: what was forwarded so far must show by then.
-	s.flush()
+	// A read may block: what was parsed so far goes out first.
+	if !s.send() {
+		return 0, s.ctx.Err()
+	}
 	bound, reason := s.bound()
 	// The deadline moves only when the bound tightens. One that fires
 	// before the bound is set again (once per idle_timeout or
@@ -112,31 +119,39 @@ func (s *streamReader) setDeadline(t time.Time) {
 	s.deadline = t
 }
 
-// forward hands msg on, waiting while the output is full: TCP then pushes
-// back to the sender. It reports false when ctx ended first.
-func (s *streamReader) forward(ctx context.Context, out chan<- syslog.Message, msg syslog.Message) bool {
+// forward adds msg to the batch, and hands the batch on once it is full.
+// It reports false when ctx ended while the output was full.
+func (s *streamReader) forward(msg syslog.Message) bool {
+	if s.batch == nil {
+		s.batch = newBatch()
+	}
+	s.batch = append(s.batch, msg)
+	if len(s.batch) < MaxBatch {
+		return true
+	}
+	return s.send()
+}
+
+// send hands the batch on, waiting while the output is full: TCP then
+// pushes back to the sender. It reports false when ctx ended first; the
+// batch is then lost, as the daemon is stopping.
+func (s *streamReader) send() bool {
+	if len(s.batch) == 0 {
+		return true
+	}
 	select {
-	case out <- msg:
+	case s.out <- s.batch:
 	default:
-		// Full: the count must show while this goroutine waits.
-		s.flush()
 		select {
-		case out <- msg:
-		case <-ctx.Done():
+		case s.out <- s.batch:
+		case <-s.ctx.Done():
 			return false
 		}
 		// The sender was held up by us, not idle or slow: its clocks
 		// start again from here.
 		s.readAt = time.Now()
 	}
-	s.pending++
+	s.messages.Add(float64(len(s.batch)))
+	s.batch = nil
 	return true
-}
-
-// flush adds the pending messages to the shared counter.
-func (s *streamReader) flush() {
-	if s.pending > 0 {
-		s.messages.Add(float64(s.pending))
-		s.pending = 0
-	}
 }

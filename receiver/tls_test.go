@@ -8,7 +8,6 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/wormgate/wormgate/receiver/syslog"
 	"github.com/wormgate/wormgate/receiver/tlstest"
 )
 
@@ -48,7 +47,7 @@ func TestMutualTLS(t *testing.T) {
 	ca := tlstest.NewCA(t, "wormgate test CA")
 	other := tlstest.NewCA(t, "someone else's CA")
 	certFile, keyFile := ca.Issue(t, "wormgate.example.test")
-	out := make(chan syslog.Message, 4)
+	out := newInbox(4)
 	h := start(t, out, func(c *Config) {
 		c.TLSListen = []string{"127.0.0.1:0"}
 		c.TLSCertFile, c.TLSKeyFile = certFile, keyFile
@@ -123,7 +122,7 @@ func isTimeout(err error) bool {
 func TestTLSReload(t *testing.T) {
 	ca := tlstest.NewCA(t, "wormgate test CA")
 	certFile, keyFile := ca.Issue(t, "old.example.test")
-	out := make(chan syslog.Message, 4)
+	out := newInbox(4)
 	h := start(t, out, func(c *Config) {
 		c.TLSListen = []string{"127.0.0.1:0"}
 		c.TLSCertFile, c.TLSKeyFile = certFile, keyFile

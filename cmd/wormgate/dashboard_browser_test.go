@@ -175,8 +175,10 @@ http:
 	// one of them twice.
 	var lines1, lines2 []string
 	var want []string // "addr rule hosts", in the page's address order
+	var addrs1 []string
 	for i := range 10 {
 		a := fmt.Sprintf("203.0.113.%d", 10+i)
+		addrs1 = append(addrs1, a)
 		lines1 = append(lines1, rejectLines("mx1.example.test", fmt.Sprintf("A1%08X", i), a)...)
 		hosts := "mx1.example.test"
 		if i == 0 {
@@ -201,6 +203,9 @@ http:
 	// ID it never announced (no client= record: unattributed).
 	lines2 = append(lines2, "<999>not syslog at all", rejectLines("mx2.example.test", "E500000000", "192.0.2.99")[1])
 	sendTCPFrom(t, mxs, mx1, syslog, lfFrames(lines1))
+	// mx1 first: the worm's ban is mx1's and mx2's report extends it.
+	// Two connections have no order of their own.
+	waitKernel(t, gw, addrs1...)
 	sendTCPFrom(t, mxs, mx2, syslog, lfFrames(lines2))
 	var addrs []string
 	for _, w := range want {

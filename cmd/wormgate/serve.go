@@ -45,9 +45,12 @@ const storeCloseTimeout = 500 * time.Millisecond
 // fails the start instead of hanging it.
 const recordOpenTimeout = 30 * time.Second
 
-// queueLen buffers messages between the receiver and the matcher, so a
-// burst of UDP datagrams is not dropped while a firewall write is running.
-const queueLen = 8192
+// queueLen buffers batches of messages between the receiver and the
+// matcher, so that a burst of UDP datagrams is not dropped while the
+// matcher is busy. It holds at most queueLen*receiver.MaxBatch (16,384)
+// messages, some 6 MB of Postfix lines. A UDP socket's batches grow while
+// the queue is full, so a burst of datagrams fills it as a stream does.
+const queueLen = 256
 
 func cmdServe(ctx context.Context, args []string, s streams) error {
 	fs := newFlagSet("serve", "serve [--config FILE]\n\nRuns the appliance: syslog in, nftables bans out, status over HTTP.\nWithout --config it runs on the embedded default (see wormgate config).", s.stderr)
@@ -91,7 +94,7 @@ type app struct {
 	// fleet shares decisions with the other gateways; nil standalone.
 	fleet  *fleet.Fleet
 	guard  *senderGuard
-	msgs   chan syslog.Message
+	msgs   chan []syslog.Message
 	rcv    *receiver.Receiver
 	httpLn net.Listener
 	// httpRejected counts the status server's 503s (too many at once).
@@ -256,7 +259,7 @@ func (a *app) fleetStatus() fleet.Status {
 
 // openReceiver binds the syslog listeners.
 func (a *app) openReceiver(cfg Config) error {
-	a.msgs = make(chan syslog.Message, queueLen)
+	a.msgs = make(chan []syslog.Message, queueLen)
 	rcv, err := receiver.New(cfg.Receiver, a.msgs, a.log, a.reg)
 	if err != nil {
 		return fmt.Errorf("%w: %w", errConfig, err)
@@ -366,25 +369,29 @@ func (a *app) pipeline() {
 	const clockEvery = 256
 	now, n := time.Now(), 0
 	for {
-		var msg syslog.Message
+		var batch []syslog.Message
 		var ok bool
 		select {
-		case msg, ok = <-a.msgs:
+		case batch, ok = <-a.msgs:
 		default:
-			msg, ok = <-a.msgs
+			batch, ok = <-a.msgs
 			now, n = time.Now(), 0
 		}
 		if !ok {
 			return
 		}
-		if n++; n == clockEvery {
-			now, n = time.Now(), 0
+		for i := range batch {
+			msg := &batch[i]
+			if n++; n == clockEvery {
+				now, n = time.Now(), 0
+			}
+			a.guard.observe(msg.Peer, msg.Host, now, n == 1)
+			offs = a.matcher.Match(offs[:0], *msg)
+			for _, o := range offs {
+				a.enf.Offend(o)
+			}
 		}
-		a.guard.observe(msg.Peer, msg.Host, now, n == 1)
-		offs = a.matcher.Match(offs[:0], msg)
-		for _, o := range offs {
-			a.enf.Offend(o)
-		}
+		receiver.Release(batch)
 	}
 }
 
