@@ -72,9 +72,9 @@ func Release(b []syslog.Message) {
 // A batch holds messages in the order they arrived: a stream's batch is
 // what one read of its connection brought (at most MaxBatch), a UDP
 // socket's is one datagram or, while the output is full, the datagrams
-// (of any sender) that waited for it. Handing over batches and not single messages is
-// what lets several senders feed one matcher: with a message per channel
-// operation, four connections spent a third of the CPU contending for
+// (of any sender) that waited for it. Batches, not single messages, are
+// what lets several senders feed one matcher: with a channel operation
+// per message, four connections spent a third of the CPU contending for
 // the channel's lock.
 type Receiver struct {
 	cfg     Config
